@@ -1,0 +1,208 @@
+"""Herald settings: one file, driven by environment variables.
+
+With no variables set you get the embedded default: SQLite, the in-memory channel
+layer and a local-memory cache. `DATABASE_URL` switches to PostgreSQL; `REDIS_URL`
+switches the channel layer, the cache and the shared counters to Redis.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {
+        "1",
+        "true",
+        "yes",
+        "on",
+    }
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+# --- Core -----------------------------------------------------------------------
+
+
+def secret_key() -> str:
+    """HERALD_SECRET_KEY, else a random key kept in var/ (shared by local processes)."""
+    if key := os.environ.get("HERALD_SECRET_KEY"):
+        return key
+    path = BASE_DIR / "var" / "secret_key"
+    path.parent.mkdir(exist_ok=True)
+    try:
+        with open(path, "x") as file:
+            file.write(get_random_secret_key())
+        path.chmod(0o600)
+    except FileExistsError:
+        pass
+    return path.read_text().strip()
+
+
+DEBUG = env_bool("HERALD_DEBUG")
+SECRET_KEY = secret_key()
+ALLOWED_HOSTS = os.environ.get(
+    "HERALD_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]"
+).split(",")
+CSRF_TRUSTED_ORIGINS = [
+    o for o in os.environ.get("HERALD_CSRF_TRUSTED_ORIGINS", "").split(",") if o
+]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "realtime",
+    "subscriptions",
+    "audit",
+    # Apps of your own whose models you track, comma-separated.
+    *[app for app in os.environ.get("HERALD_EXTRA_APPS", "").split(",") if app],
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "realtime.middleware.BodySizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------
+
+SQLITE_PATH = os.environ.get("HERALD_SQLITE_PATH", BASE_DIR / "db.sqlite3")
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{SQLITE_PATH}",
+        conn_max_age=env_int("HERALD_DB_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the server read while a publish writes; the timeout rides out
+    # short write bursts instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer, cache, shared counters ---------------------------------------
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+# redis-py 8 caps a pool at 100 connections by default; bursts of WebSocket
+# connects then queue for a connection and surface as HTTP 500s with
+# channels-redis 4.3. Size the pool explicitly.
+REDIS_POOL_SIZE = env_int("HERALD_REDIS_POOL_SIZE", 1000)
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "max_connections": REDIS_POOL_SIZE}],
+                "capacity": env_int("HERALD_LAYER_CAPACITY", 5000),
+                "expiry": 60,
+                "group_expiry": 86400,
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "herald",
+            "OPTIONS": {"max_connections": REDIS_POOL_SIZE},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": env_int("HERALD_LAYER_CAPACITY", 5000)},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Auth, i18n, static -----------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # `collectstatic` fills it (make run)
+
+# --- REST -----------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "realtime.api.authentication.PrincipalAuthentication"
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["realtime.api.permissions.IsPrincipal"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["realtime.api.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "realtime.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Herald -----------------------------------------------------------------------
+
+# Largest REST request body accepted; bigger ones are refused with 413.
+HERALD_MAX_BODY_BYTES = env_int("HERALD_MAX_BODY_BYTES", 1_000_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = HERALD_MAX_BODY_BYTES
+# How many changes one POST /api/changes may carry.
+HERALD_MAX_BATCH = env_int("HERALD_MAX_BATCH", 1000)
+# Lifetime of tokens minted by `mint_token` and POST /api/tokens when none is given.
+HERALD_TOKEN_TTL = env_int("HERALD_TOKEN_TTL", 3600)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {
+        "handlers": ["console"],
+        "level": os.environ.get("HERALD_LOG_LEVEL", "INFO"),
+    },
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
