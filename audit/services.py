@@ -1,0 +1,37 @@
+"""Writing the activity log. Append-only: nothing here updates or deletes rows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from audit.models import ActivityLog, EventType
+
+if TYPE_CHECKING:
+    from realtime.auth import Principal
+    from realtime.models import Tenant
+
+
+def activity_record(
+    *,
+    event_type: EventType,
+    tenant: Tenant | None = None,
+    principal: Principal | None = None,
+    actor: str = "",
+    target: str = "",
+    ip: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> ActivityLog:
+    """Append one event; call it inside the transaction of the change it records."""
+    if principal is not None:
+        tenant = tenant or principal.tenant
+        actor = actor or principal.actor
+    return ActivityLog.objects.create(
+        event_type=event_type,
+        tenant=tenant,
+        tenant_slug=tenant.slug if tenant else "",
+        actor=actor[:255],
+        role=principal.role if principal else "",
+        target=target[:255],
+        ip=ip,
+        details=details or {},
+    )

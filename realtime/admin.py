@@ -1,0 +1,118 @@
+"""Admin for operators: tenants, keys, row policies, and the change log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from realtime.models import ApiKey, LiveUpdate, RowPolicy, Tenant
+from realtime.services.tenants import api_key_create, api_key_revoke
+
+
+def staff_actor(request: HttpRequest) -> str:
+    return f"staff:{request.user.get_username()}"
+
+
+class ApiKeyInline(admin.TabularInline):
+    model = ApiKey
+    fields = readonly_fields = ("prefix", "kind", "name", "created_at", "revoked_at")
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RowPolicyInline(admin.TabularInline):
+    model = RowPolicy
+    fields = ["table", "role", "rules"]
+    extra = 0
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["slug", "name"]
+    readonly_fields = ["created_at"]
+    inlines = [ApiKeyInline, RowPolicyInline]
+    fieldsets = [
+        (None, {"fields": ["slug", "name", "is_active", "jwt_secret", "created_at"]}),
+        (
+            "Limits",
+            {
+                "fields": [
+                    "max_concurrent_users",
+                    "max_connections_per_user",
+                    "max_channels_per_client",
+                    "max_joins_per_second",
+                    "max_events_per_second",
+                    "max_presence_events_per_second",
+                    "max_payload_size_kb",
+                    "change_retention_hours",
+                ]
+            },
+        ),
+    ]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "tenant", "kind", "name", "created_at", "revoked_at"]
+    list_filter = ["kind", "tenant"]
+    search_fields = ["prefix", "name", "tenant__slug"]
+    fields = ("tenant", "kind", "name", "prefix", "created_at", "revoked_at")
+    readonly_fields = ["prefix", "created_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # A key is immutable once issued; only revocation changes it.
+        return list(self.fields if obj else self.readonly_fields)
+
+    def save_model(
+        self, request: HttpRequest, obj: ApiKey, form: Any, change: bool
+    ) -> None:
+        if change:
+            return
+        key, raw = api_key_create(
+            tenant=obj.tenant, kind=obj.kind, name=obj.name, actor=staff_actor(request)
+        )
+        obj.pk = key.pk
+        self.message_user(
+            request,
+            f"New key (shown once, copy it now): {raw}",
+            level=messages.WARNING,
+        )
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(key=key, actor=staff_actor(request))
+
+
+@admin.register(RowPolicy)
+class RowPolicyAdmin(admin.ModelAdmin):
+    list_display = ["tenant", "table", "role", "rules", "created_at"]
+    list_filter = ["tenant", "role"]
+    search_fields = ["table", "tenant__slug"]
+
+
+@admin.register(LiveUpdate)
+class LiveUpdateAdmin(admin.ModelAdmin):
+    list_display = ["id", "tenant", "table", "type", "commit_timestamp"]
+    list_filter = ["type", "tenant"]
+    search_fields = ["table"]
+    date_hierarchy = "commit_timestamp"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

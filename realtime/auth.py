@@ -1,0 +1,182 @@
+"""Resolving credentials into a principal: tenant, role and claims.
+
+A credential is an API key (`pk_…` acts as `anon`, `sk_…` as `service_role`)
+or a user JWT signed with the tenant's secret (HS256/384/512). Used as the
+`apikey`, a JWT names its tenant in a `ref` claim. Wherever a token is
+expected, one of the tenant's keys is accepted too and acts as that key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import jwt
+
+from realtime import errors
+from realtime.keys import PREFIX_SHOWN, key_hash, looks_like_key
+from realtime.models import ApiKey, Tenant
+
+ALGORITHMS = ["HS256", "HS384", "HS512"]
+SERVICE_ROLE = "service_role"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is acting, resolved once per connection or request."""
+
+    tenant: Tenant
+    role: str
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    key_id: int | None = None
+    key_prefix: str = ""
+    exp: float | None = None
+
+    @property
+    def sub(self) -> str:
+        sub = self.claims.get("sub")
+        return "" if sub is None else str(sub)
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == SERVICE_ROLE
+
+    @property
+    def actor(self) -> str:
+        if self.key_id is not None:
+            return f"key:{self.key_prefix}"
+        return f"user:{self.sub}" if self.sub else f"token:{self.role}"
+
+
+def _clean(raw: str) -> str:
+    # As Supabase: whitespace stripped and URL-decoded before verification.
+    return unquote(raw.strip())
+
+
+def _key_principal(raw: str) -> Principal:
+    key = (
+        ApiKey.objects.select_related("tenant")
+        .filter(key_hash=key_hash(raw), revoked_at__isnull=True)
+        .first()
+    )
+    if key is None:
+        raise errors.InvalidKey()
+    return Principal(
+        tenant=key.tenant,
+        role=key.role,
+        claims={"role": key.role},
+        key_id=key.pk,
+        key_prefix=raw[:PREFIX_SHOWN],
+    )
+
+
+def token_claims(
+    token: str, *, secret: str, now: float | None = None
+) -> dict[str, Any]:
+    """Verify a tenant-signed JWT; raise the Supabase-worded error if it fails."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=ALGORITHMS,
+            # exp is checked below so the message can say how long ago it lapsed.
+            options={"verify_exp": False, "verify_aud": False, "verify_iat": False},
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise errors.TokenSignatureError() from exc
+    except jwt.InvalidTokenError as exc:
+        raise errors.MalformedToken() from exc
+    role, exp = claims.get("role"), claims.get("exp")
+    if not isinstance(role, str) or not role or exp is None:
+        raise errors.TokenClaimsMissing()
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise errors.TokenExpired("Token expiration time is invalid")
+    lapsed = int((now or time.time()) - exp)
+    if lapsed >= 0:
+        raise errors.TokenExpired(f"Token has expired {lapsed} seconds ago")
+    return claims
+
+
+def _unverified_ref(token: str) -> str:
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise errors.MalformedToken() from exc
+    ref = claims.get("ref")
+    if not isinstance(ref, str) or not ref:
+        raise errors.InvalidKey(
+            "A token used as the apikey must name its tenant in `ref`"
+        )
+    return ref
+
+
+def _token_principal(tenant: Tenant, token: str) -> Principal:
+    claims = token_claims(token, secret=tenant.jwt_secret)
+    ref = claims.get("ref")
+    if ref is not None and ref != tenant.slug:
+        raise errors.InvalidKey("The token belongs to another tenant")
+    return Principal(
+        tenant=tenant, role=claims["role"], claims=claims, exp=claims["exp"]
+    )
+
+
+def _ensure_active(tenant: Tenant) -> None:
+    if not tenant.is_active:
+        raise errors.TenantSuspended()
+
+
+def principal_from_apikey(raw: str | None) -> Principal:
+    """The `apikey` alone: a key, or a JWT whose `ref` names its tenant."""
+    if not raw or not raw.strip():
+        raise errors.MissingKey()
+    raw = _clean(raw)
+    if looks_like_key(raw):
+        principal = _key_principal(raw)
+    else:
+        tenant = Tenant.objects.filter(slug=_unverified_ref(raw)).first()
+        if tenant is None:
+            raise errors.InvalidKey()
+        principal = _token_principal(tenant, raw)
+    _ensure_active(principal.tenant)
+    return principal
+
+
+def principal_for_tenant(tenant: Tenant, raw: str) -> Principal:
+    """A token (or key) presented within a tenant already known from the apikey."""
+    raw = _clean(raw)
+    if not raw:
+        raise errors.MalformedToken()
+    if looks_like_key(raw):
+        principal = _key_principal(raw)
+        if principal.tenant.pk != tenant.pk:
+            raise errors.InvalidKey("The key belongs to another tenant")
+        return principal
+    return _token_principal(tenant, raw)
+
+
+def principal_resolve(*, apikey: str | None, bearer: str | None = None) -> Principal:
+    """An `apikey` plus an optional bearer token: the bearer decides the role."""
+    principal = principal_from_apikey(apikey)
+    if bearer:
+        principal = principal_for_tenant(principal.tenant, bearer)
+    return principal
+
+
+def token_mint(
+    *,
+    tenant: Tenant,
+    role: str,
+    sub: str | None = None,
+    claims: Mapping[str, Any] | None = None,
+    ttl: int,
+) -> str:
+    """A user token signed with the tenant's secret, naming the tenant in `ref`."""
+    now = int(time.time())
+    payload: dict[str, Any] = {**(claims or {}), "role": role, "ref": tenant.slug}
+    payload.update(iat=now, exp=now + ttl)
+    if sub is not None:
+        payload["sub"] = sub
+    return jwt.encode(payload, tenant.jwt_secret, algorithm="HS256")

@@ -1,0 +1,99 @@
+"""Herald's error classes: a stable `code`, an HTTP status, Supabase's text.
+
+REST answers `{"error": code, "message": message}` with `status_code`; the
+socket uses `reason` (Supabase's "Code: message" join-error form).
+"""
+
+
+class HeraldError(Exception):
+    status_code = 400
+    code = "bad_request"
+    reason_code = "UnknownError"
+    default_message = "Bad request"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+    @property
+    def reason(self) -> str:
+        return f"{self.reason_code}: {self.message}"
+
+
+class AuthError(HeraldError):
+    status_code = 401
+    code = "unauthorized"
+    reason_code = "Unauthorized"
+    default_message = "Unauthorized"
+
+
+class MissingKey(AuthError):
+    code = "missing_api_key"
+    default_message = "API key is missing"
+
+
+class InvalidKey(AuthError):
+    code = "invalid_api_key"
+    default_message = "Invalid API key"
+
+
+class TenantNotFound(AuthError):
+    code = "tenant_not_found"
+    reason_code = "TenantNotFound"
+    default_message = "Tenant not found"
+
+
+class TokenExpired(AuthError):
+    code = "token_expired"
+    reason_code = "InvalidJWTToken"
+    default_message = "Token has expired"
+
+
+class TokenClaimsMissing(AuthError):
+    code = "token_claims_missing"
+    reason_code = "InvalidJWTToken"
+    default_message = "Fields `role` and `exp` are required in JWT"
+
+
+class MalformedToken(AuthError):
+    code = "malformed_token"
+    reason_code = "MalformedJWT"
+    default_message = "The token provided is not a valid JWT"
+
+
+class TokenSignatureError(AuthError):
+    code = "invalid_token_signature"
+    reason_code = "JwtSignatureError"
+    default_message = "Failed to validate JWT signature"
+
+
+class TenantSuspended(HeraldError):
+    status_code = 403
+    code = "tenant_suspended"
+    reason_code = "RealtimeDisabledForTenant"
+    default_message = "Realtime was disabled for this tenant"
+
+
+class Forbidden(HeraldError):
+    status_code = 403
+    code = "forbidden"
+    reason_code = "Unauthorized"
+    default_message = "This key or token may not do that"
+
+
+class InvalidInput(HeraldError):
+    status_code = 400
+    code = "invalid"
+    default_message = "Invalid input"
+
+
+class PayloadTooLarge(HeraldError):
+    status_code = 413
+    code = "payload_too_large"
+    default_message = "Payload too large"
+
+
+class ServiceUnavailable(HeraldError):
+    status_code = 503
+    code = "unavailable"
+    default_message = "Service unavailable"

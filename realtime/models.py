@@ -1,0 +1,138 @@
+"""Tenants, their keys and row policies, and the change log."""
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from realtime.validators import SLUG_RE, validate_identifier, validate_rules
+
+
+class Tenant(models.Model):
+    """An isolated customer: owns keys, a JWT secret, policies and limits."""
+
+    slug = models.SlugField(
+        max_length=63, unique=True, validators=[RegexValidator(SLUG_RE)]
+    )
+    name = models.CharField(max_length=200)
+    jwt_secret = models.CharField(max_length=128)
+    is_active = models.BooleanField(
+        default=True, help_text="Off: sockets are closed and new ones refused."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    # Limits; the defaults follow Supabase Realtime's.
+    max_concurrent_users = models.PositiveIntegerField(default=200)
+    max_connections_per_user = models.PositiveIntegerField(default=100)
+    max_channels_per_client = models.PositiveIntegerField(default=100)
+    max_joins_per_second = models.PositiveIntegerField(default=100)
+    max_events_per_second = models.PositiveIntegerField(default=100)
+    max_presence_events_per_second = models.PositiveIntegerField(default=1000)
+    max_payload_size_kb = models.PositiveIntegerField(default=3000)
+    change_retention_hours = models.PositiveIntegerField(
+        default=24 * 7, help_text="How long changes stay available for catch-up."
+    )
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ApiKey(models.Model):
+    """A publishable (anon) or secret (service_role) key; only its hash is kept."""
+
+    class Kind(models.TextChoices):
+        PUBLISHABLE = "publishable", "publishable (pk_, role anon)"
+        SECRET = "secret", "secret (sk_, role service_role)"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="keys")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=100, blank=True)
+    # The first characters, so operators can tell keys apart without the secret.
+    prefix = models.CharField(max_length=16, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["tenant", "-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.tenant.slug})"
+
+    @property
+    def role(self) -> str:
+        return "service_role" if self.kind == self.Kind.SECRET else "anon"
+
+
+class RowPolicy(models.Model):
+    """Which rows of a table a role may see: every rule row[column] == claims[claim]."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="row_policies"
+    )
+    table = models.CharField(max_length=63, validators=[validate_identifier])
+    role = models.CharField(max_length=63)
+    rules = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_rules],
+        help_text='[{"column": "site_id", "claim": "site_id"}]; empty: every row.',
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["tenant", "table", "role", "id"]
+        verbose_name_plural = "row policies"
+        indexes = [models.Index(fields=["tenant", "table", "role"])]
+
+    def __str__(self) -> str:
+        rules = ", ".join(f"{r['column']}=claims.{r['claim']}" for r in self.rules)
+        return f"{self.tenant.slug}.{self.table} for {self.role}: {rules or 'all rows'}"
+
+
+class LiveUpdate(models.Model):
+    """One published change: the change log, and the outbox for live delivery.
+
+    The id is the cursor clients catch up from. Rows are only ever appended
+    (and deleted by retention); nothing updates them after commit.
+    """
+
+    class Type(models.TextChoices):
+        INSERT = "INSERT"
+        UPDATE = "UPDATE"
+        DELETE = "DELETE"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    table = models.CharField(max_length=63, validators=[validate_identifier])
+    type = models.CharField(max_length=6, choices=Type.choices)
+    record = models.JSONField(null=True, blank=True)
+    old_record = models.JSONField(null=True, blank=True)
+    # [{"name", "type"}] with Postgres type names, as Supabase sends them.
+    columns = models.JSONField(default=list)
+    commit_timestamp = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["tenant", "id"], name="liveupdate_tenant_cursor"),
+            models.Index(
+                fields=["tenant", "table", "id"], name="liveupdate_table_cursor"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(type__in=["INSERT", "UPDATE", "DELETE"]),
+                name="liveupdate_type_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(type="DELETE") | Q(record__isnull=False),
+                name="liveupdate_record_unless_delete",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.type} {self.table}"
