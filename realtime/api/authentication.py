@@ -1,0 +1,29 @@
+"""DRF authentication: `apikey` (header or query) plus optional Bearer token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from realtime.auth import Principal, principal_resolve
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+class PrincipalAuthentication(BaseAuthentication):
+    """Resolves the caller once per request; `request.auth` is the Principal."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Principal]:
+        # realtime-js sends the apikey in the query string of its REST calls.
+        apikey = request.META.get("HTTP_APIKEY") or request.query_params.get("apikey")
+        principal = principal_resolve(apikey=apikey, bearer=bearer_token(request))
+        return None, principal
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'apikey realm="herald"'

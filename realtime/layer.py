@@ -1,0 +1,94 @@
+"""The one door to the channel layer: group naming and what goes through it.
+
+A change is published once, to its (tenant, table) stream group. Server
+processes join a stream group once each (not once per socket) and fan out to
+their own sockets locally. Group names come only from these functions: they
+match `^[a-zA-Z0-9._-]+$` and stay under 100 characters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from asgiref.sync import async_to_sync
+from channels.layers import BaseChannelLayer, get_channel_layer
+
+if TYPE_CHECKING:
+    from realtime.models import LiveUpdate
+
+logger = logging.getLogger(__name__)
+
+# The message type a stream carries; consumers route on it (channels' convention).
+CHANGE_TYPE = "stream.change"
+
+
+def layer() -> BaseChannelLayer:
+    found = get_channel_layer()
+    if found is None:
+        raise RuntimeError("CHANNEL_LAYERS is not configured")
+    return found
+
+
+def stream_group(tenant_id: int, table: str) -> str:
+    """The group of every process with a socket bound to (tenant, table)."""
+    return f"herald.t{tenant_id}.{table}"
+
+
+def tenant_group(tenant_id: int) -> str:
+    """The group of processes with a socket bound to every table of a tenant."""
+    return f"herald.t{tenant_id}"
+
+
+def commit_timestamp(update: LiveUpdate) -> str:
+    # Supabase's form: UTC, milliseconds, `Z`.
+    ts = update.commit_timestamp
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def change_data(update: LiveUpdate) -> dict[str, Any]:
+    """The `data` of a postgres_changes frame, plus Herald's cursor as `seq`."""
+    data: dict[str, Any] = {
+        "schema": "public",
+        "table": update.table,
+        "commit_timestamp": commit_timestamp(update),
+        "type": update.type,
+        "columns": update.columns,
+        "errors": None,
+        "seq": update.pk,
+    }
+    if update.type != "DELETE":
+        data["record"] = update.record
+    if update.type != "INSERT" and update.old_record is not None:
+        data["old_record"] = update.old_record
+    return data
+
+
+def change_message(update: LiveUpdate) -> dict[str, Any]:
+    # `data` is serialized here, once per change, never once per subscriber.
+    return {
+        "type": CHANGE_TYPE,
+        "tenant": update.tenant_id,
+        "table": update.table,
+        "seq": update.pk,
+        "change": update.type,
+        "data": orjson.dumps(change_data(update)),
+    }
+
+
+def changes_send(updates: Sequence[LiveUpdate]) -> None:
+    """Send one message per change to its stream; runs after commit."""
+    send = async_to_sync(_changes_send)
+    send(list(updates))
+
+
+async def _changes_send(updates: list[LiveUpdate]) -> None:
+    channel_layer = layer()
+    for update in updates:
+        message = change_message(update)
+        await channel_layer.group_send(
+            stream_group(update.tenant_id, update.table), message
+        )
+        await channel_layer.group_send(tenant_group(update.tenant_id), message)

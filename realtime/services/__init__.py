@@ -1,0 +1,1 @@
+"""Services: every write Herald makes goes through one of these functions."""

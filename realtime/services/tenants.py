@@ -1,0 +1,103 @@
+"""Tenants, their keys and row policies: every write with its activity row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from audit.models import EventType
+from audit.services import activity_record
+from realtime.keys import PREFIX_SHOWN, jwt_secret_generate, key_generate, key_hash
+from realtime.models import ApiKey, RowPolicy, Tenant
+
+
+@dataclass(frozen=True, slots=True)
+class TenantCredentials:
+    """What is shown once, when a tenant is created."""
+
+    tenant: Tenant
+    publishable_key: str
+    secret_key: str
+
+
+def tenant_create(
+    *, name: str, slug: str | None = None, actor: str = ""
+) -> TenantCredentials:
+    """A tenant with a fresh JWT secret, one publishable and one secret key."""
+    tenant = Tenant(
+        name=name, slug=slug or slugify(name)[:63], jwt_secret=jwt_secret_generate()
+    )
+    tenant.full_clean()
+    with transaction.atomic():
+        tenant.save()
+        activity_record(event_type=EventType.TENANT_CREATED, tenant=tenant, actor=actor)
+        _, publishable = api_key_create(
+            tenant=tenant, kind=ApiKey.Kind.PUBLISHABLE, actor=actor
+        )
+        _, secret = api_key_create(tenant=tenant, kind=ApiKey.Kind.SECRET, actor=actor)
+    return TenantCredentials(
+        tenant=tenant, publishable_key=publishable, secret_key=secret
+    )
+
+
+def api_key_create(
+    *, tenant: Tenant, kind: str, name: str = "", actor: str = ""
+) -> tuple[ApiKey, str]:
+    """A new key; the raw value is returned once and never stored."""
+    raw = key_generate(secret=kind == ApiKey.Kind.SECRET)
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            tenant=tenant,
+            kind=kind,
+            name=name,
+            prefix=raw[:PREFIX_SHOWN],
+            key_hash=key_hash(raw),
+        )
+        activity_record(
+            event_type=EventType.KEY_CREATED,
+            tenant=tenant,
+            actor=actor,
+            target=key.prefix,
+            details={"kind": kind, "name": name},
+        )
+    return key, raw
+
+
+def api_key_revoke(*, key: ApiKey, actor: str = "") -> ApiKey:
+    """Revoke a key: it no longer authenticates anything."""
+    with transaction.atomic():
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        activity_record(
+            event_type=EventType.KEY_REVOKED,
+            tenant=key.tenant,
+            actor=actor,
+            target=key.prefix,
+        )
+    return key
+
+
+def row_policy_add(
+    *,
+    tenant: Tenant,
+    table: str,
+    role: str,
+    rules: list[dict[str, str]],
+    actor: str = "",
+) -> RowPolicy:
+    """Let `role` see the rows of `table` where every rule's column equals its claim."""
+    policy = RowPolicy(tenant=tenant, table=table, role=role, rules=rules)
+    policy.full_clean()
+    with transaction.atomic():
+        policy.save()
+        activity_record(
+            event_type=EventType.POLICY_CHANGED,
+            tenant=tenant,
+            actor=actor,
+            target=table,
+            details={"kind": "row", "role": role, "rules": rules, "id": policy.pk},
+        )
+    return policy
