@@ -1,0 +1,71 @@
+"""Row policies: which rows of a table a role may see, given its token's claims.
+
+A policy is a list of rules `(column, claim)`; a row is visible when some policy has
+all its rules holding (`row[column] == claims[claim]`). See DESIGN.md, "Row policy".
+Pure functions, no Django (HOUSE_STYLE habit 5). A binding's filter is checked
+separately and ANDed by the caller, so a filter can only narrow what this allows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["SERVICE_ROLE", "relevant_claims", "row_visible"]
+
+SERVICE_ROLE = "service_role"
+
+Rule = tuple[str, str]
+
+
+def row_visible(
+    *,
+    role: str,
+    policies: Sequence[Sequence[Rule]],
+    row: Mapping[str, Any] | None,
+    claims: Mapping[str, Any],
+) -> bool:
+    """Whether `role` with `claims` may see `row`; no policies means invisible."""
+    if role == SERVICE_ROLE:
+        return True
+    return any(_policy_holds(policy, row, claims) for policy in policies)
+
+
+def relevant_claims(policies: Sequence[Sequence[Rule]]) -> frozenset[str]:
+    """The claim names `policies` read: sockets equal on these see the same rows."""
+    return frozenset(claim for policy in policies for _column, claim in policy)
+
+
+def _policy_holds(
+    policy: Sequence[Rule], row: Mapping[str, Any] | None, claims: Mapping[str, Any]
+) -> bool:
+    # A policy without rules grants every row, even a change that carries none.
+    if not policy:
+        return True
+    if row is None:
+        return False
+    for column, claim in policy:
+        expected = _canonical(claims.get(claim))
+        if expected is None or _canonical(row.get(column)) != expected:
+            return False
+    return True
+
+
+def _canonical(value: Any) -> str | None:
+    """A comparable text for a scalar, or None for what must never match.
+
+    JWT claims are often strings ("42") where the row holds a number (42), so both
+    sides are compared as text. Null, containers and non-finite floats never match:
+    a claim like {"$ne": 1} or [1, 2] must not be read as "any of these".
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        # 42.0 from a JavaScript producer is the same id as 42.
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None

@@ -1,0 +1,112 @@
+import pytest
+
+from realtime.row_policy import relevant_claims, row_visible
+
+SITE = [[("site_id", "site_id")]]
+
+
+def visible(policies, row, claims, role="authenticated") -> bool:
+    return row_visible(role=role, policies=policies, row=row, claims=claims)
+
+
+def test_service_role_sees_everything():
+    assert row_visible(role="service_role", policies=[], row={"a": 1}, claims={})
+    assert row_visible(role="service_role", policies=SITE, row=None, claims={})
+    assert visible(SITE, {"site_id": 2}, {"site_id": 1}, role="service_role")
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+def test_no_policies_means_invisible(role):
+    assert not visible([], {"site_id": 1}, {"site_id": 1}, role=role)
+
+
+def test_policy_without_rules_shows_every_row():
+    assert visible([[]], {"site_id": 1}, {})
+    assert visible([[]], {}, {})
+    assert visible([[]], None, {})
+
+
+def test_matching_claim_shows_the_row():
+    assert visible(SITE, {"site_id": "abc"}, {"site_id": "abc"})
+    assert not visible(SITE, {"site_id": "abc"}, {"site_id": "abd"})
+
+
+@pytest.mark.parametrize(
+    ("row_value", "claim_value"),
+    [(42, "42"), ("42", 42), (42, 42), (42.0, "42"), (True, "true"), (False, False)],
+)
+def test_numbers_and_strings_compare_as_the_same_scalar(row_value, claim_value):
+    assert visible(SITE, {"site_id": row_value}, {"site_id": claim_value})
+
+
+@pytest.mark.parametrize(
+    ("row_value", "claim_value"),
+    [
+        (42, "042"),
+        (42, " 42"),
+        (42, "42.0"),
+        (42, 43),
+        (1, True),
+        (True, 1),
+        ("True", True),
+        (0, ""),
+        (0, False),
+        (1.5, "1"),
+    ],
+)
+def test_near_misses_do_not_hold(row_value, claim_value):
+    assert not visible(SITE, {"site_id": row_value}, {"site_id": claim_value})
+
+
+def test_missing_claim_never_holds():
+    assert not visible(SITE, {"site_id": 1}, {})
+    assert not visible(SITE, {"site_id": None}, {})
+
+
+def test_missing_column_never_holds():
+    assert not visible(SITE, {}, {"site_id": 1})
+    assert not visible(SITE, None, {"site_id": 1})
+
+
+def test_null_on_either_side_never_holds():
+    assert not visible(SITE, {"site_id": None}, {"site_id": None})
+    assert not visible(SITE, {"site_id": 1}, {"site_id": None})
+    assert not visible(SITE, {"site_id": None}, {"site_id": "1"})
+
+
+@pytest.mark.parametrize(
+    "claim", [[1, 2], [1], {"$ne": 1}, {}, [], float("nan"), float("inf")]
+)
+def test_container_and_non_finite_claims_match_nothing(claim):
+    for value in (1, 2, [1], [1, 2], {"$ne": 1}, {}, [], claim):
+        assert not visible(SITE, {"site_id": value}, {"site_id": claim})
+
+
+def test_every_rule_of_a_policy_must_hold():
+    policies = [[("site_id", "site_id"), ("owner_id", "sub")]]
+    claims = {"site_id": "1", "sub": "u1"}
+    assert visible(policies, {"site_id": 1, "owner_id": "u1"}, claims)
+    assert not visible(policies, {"site_id": 1, "owner_id": "u2"}, claims)
+    assert not visible(policies, {"site_id": 2, "owner_id": "u1"}, claims)
+    assert not visible(policies, {"site_id": 1, "owner_id": "u1"}, {"site_id": "1"})
+
+
+def test_any_policy_may_grant():
+    policies = [[("site_id", "site_id")], [("owner_id", "sub")]]
+    claims = {"site_id": "1", "sub": "u1"}
+    assert visible(policies, {"site_id": 1, "owner_id": "x"}, claims)
+    assert visible(policies, {"site_id": 9, "owner_id": "u1"}, claims)
+    assert not visible(policies, {"site_id": 9, "owner_id": "x"}, claims)
+
+
+def test_relevant_claims_lists_what_policies_read():
+    policies = [[("site_id", "site_id"), ("owner_id", "sub")], [("org", "org_id")], []]
+    assert relevant_claims(policies) == frozenset({"site_id", "sub", "org_id"})
+    assert relevant_claims([]) == frozenset()
+    assert relevant_claims([[]]) == frozenset()
+
+
+def test_claims_outside_relevant_ones_do_not_change_visibility():
+    row = {"site_id": 1}
+    base = {"site_id": "1"}
+    assert visible(SITE, row, base) == visible(SITE, row, {**base, "sub": "anyone"})
