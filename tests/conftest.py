@@ -1,0 +1,102 @@
+"""Shared fixtures: tenants, API clients, and a listener on the channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from realtime.layer import layer, stream_group
+from realtime.services.tenants import TenantCredentials, tenant_create
+
+
+@pytest.fixture
+def make_tenant(db: None) -> Callable[..., TenantCredentials]:
+    counter = iter(range(1, 10_000))
+
+    def make(name: str | None = None, **kwargs: Any) -> TenantCredentials:
+        return tenant_create(name=name or f"Tenant {next(counter)}", **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[..., TenantCredentials]) -> TenantCredentials:
+    return make_tenant("Acme")
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+class StreamListener:
+    """A channel joined to one (tenant, table) stream, as a server process joins it.
+
+    It keeps one event loop of its own in a thread: channels-redis binds its
+    receive buffers to the loop that first receives.
+    """
+
+    def __init__(self, tenant_id: int, table: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.group = stream_group(tenant_id, table)
+        self.channel = self._run(layer().new_channel())
+        self._run(layer().group_add(self.group, self.channel))
+
+    def _run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def receive(self, *, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        return self._run(self._receive(count, timeout), timeout + 1)
+
+    def receive_nothing(self, *, wait: float = 0.5) -> bool:
+        """True when no message arrives within `wait` seconds."""
+        try:
+            self._run(self._receive(1, wait), wait + 1)
+        except TimeoutError:
+            return True
+        return False
+
+    async def _receive(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout):
+            return [await layer().receive(self.channel) for _ in range(count)]
+
+    def close(self) -> None:
+        self._run(layer().group_discard(self.group, self.channel))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def listen() -> Any:
+    listeners: list[StreamListener] = []
+
+    def make(tenant_id: int, table: str) -> StreamListener:
+        listeners.append(StreamListener(tenant_id, table))
+        return listeners[-1]
+
+    yield make
+    for listener in listeners:
+        listener.close()
+
+
+def current_database_url() -> str:
+    """DATABASE_URL of the database the tests use now (the test database)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+@pytest.fixture
+def subprocess_env(transactional_db: None) -> dict[str, str]:
+    """Environment for a child process that must see this test's data."""
+    import os
+
+    return {**os.environ, "DATABASE_URL": current_database_url()}
