@@ -1,8 +1,295 @@
-"""The Supabase Realtime WebSocket endpoint (being built: refuses every socket)."""
+"""The Supabase Realtime WebSocket endpoint (`/realtime/v1/websocket`).
 
-from channels.generic.websocket import WebsocketConsumer
+The consumer authenticates at connect, then speaks Phoenix frames: heartbeats,
+joins with postgres_changes bindings, token refresh, leave. Changes reach its
+sockets through the process hub, never through a channel of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from realtime import errors
+from realtime.auth import Principal, principal_for_tenant, principal_from_apikey
+from realtime.bindings import join_reply_entries, parse_bindings
+from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
+from realtime.hub import Member, hub
+from realtime.protocol import (
+    ACCESS_TOKEN,
+    HEARTBEAT,
+    PHOENIX_TOPIC,
+    PHX_JOIN,
+    PHX_LEAVE,
+    Codec,
+    Message,
+    ProtocolError,
+    close,
+    codec_for_vsn,
+    reply,
+)
+from subscriptions.services import subscription_open, subscriptions_close
+
+logger = logging.getLogger(__name__)
+
+# Close code for a frame over the size limit (RFC 6455 "message too big").
+CLOSE_TOO_BIG = 1009
 
 
-class RealtimeConsumer(WebsocketConsumer):
-    def connect(self) -> None:
-        self.close()
+def query_param(scope: dict[str, Any], name: str) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[0] if values else None
+
+
+class RealtimeConsumer(AsyncWebsocketConsumer):
+    # No per-socket layer channel: an alias with no layer behind it makes
+    # Channels skip creating one (and the receive task it would need).
+    channel_layer_alias = "herald.sockets-have-no-channel"
+
+    codec: Codec
+    principal: Principal
+
+    async def connect(self) -> None:
+        self.channels: dict[str, JoinedChannel] = {}
+        self.connection_id = uuid.uuid4().hex
+        codec = codec_for_vsn(query_param(self.scope, "vsn"))
+        if codec is None:
+            await self.close()  # before accept: HTTP 403, as Phoenix does
+            return
+        try:
+            self.principal = await database_sync_to_async(principal_from_apikey)(
+                query_param(self.scope, "apikey")
+            )
+        except errors.HeraldError as exc:
+            logger.info("Socket refused: %s", exc.message)
+            await self.close()
+            return
+        self.codec = codec
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for channel in list(self.channels.values()):
+            await self._forget(channel)
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
+        try:
+            message = (
+                self.codec.decode_text(text_data)
+                if text_data is not None
+                else self.codec.decode_binary(bytes_data or b"")
+            )
+        except ProtocolError as exc:
+            await self._refuse_frame(exc)
+            return
+        await self.dispatch_frame(message)
+
+    async def dispatch_frame(self, message: Message) -> None:
+        if message.topic == PHOENIX_TOPIC and message.event == HEARTBEAT:
+            await self.reply(message, "ok", {})
+        elif message.event == PHX_JOIN:
+            await self.on_join(message)
+        elif message.event == PHX_LEAVE:
+            await self.on_leave(message)
+        elif message.topic not in self.channels:
+            await self.reply(message, "error", {"reason": "unmatched topic"})
+        elif message.event == ACCESS_TOKEN:
+            await self.on_access_token(message, self.channels[message.topic])
+        else:
+            reason = f"UnknownEvent: {message.event!r} is not handled on this channel"
+            await self.reply(message, "error", {"reason": reason})
+
+    # --- Frames out -------------------------------------------------------------
+
+    async def send_message(self, message: Message) -> None:
+        await self.send(text_data=self.codec.encode(message))
+
+    async def reply(self, message: Message, status: str, response: Any) -> None:
+        await self.send_message(
+            reply(message.topic, message.ref, message.join_ref, status, response)
+        )
+
+    async def _refuse_frame(self, exc: ProtocolError) -> None:
+        if exc.code == "frame_too_large":
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        # The frame could not be read, so neither can its topic or ref: say why
+        # on the socket's own topic, where no client mistakes it for a reply.
+        await self.send_message(
+            reply(
+                PHOENIX_TOPIC, None, None, "error", {"reason": f"MalformedFrame: {exc}"}
+            )
+        )
+
+    # --- Joining and leaving ------------------------------------------------------
+
+    async def on_join(self, message: Message) -> None:
+        topic = message.topic
+        if not topic.startswith(TOPIC_PREFIX):
+            await self.reply(message, "error", {"reason": "unmatched topic"})
+            return
+        if topic == TOPIC_PREFIX:
+            reason = "TopicNameRequired: You must provide a topic name"
+            await self.reply(message, "error", {"reason": reason})
+            return
+        if topic in self.channels:
+            # A second join replaces the first (Phoenix closes the old one).
+            old = self.channels[topic]
+            await self._forget(old)
+            await self.send_message(close(topic, old.join_ref))
+        try:
+            channel = await self._authorize_join(message)
+        except errors.HeraldError as exc:
+            await self.reply(message, "error", {"reason": exc.reason})
+            return
+        await self._start(channel, message)
+
+    async def _authorize_join(self, message: Message) -> JoinedChannel:
+        token = join_token(message.payload)
+        principal = await self._principal_for(token)
+        config = JoinConfig.parse(message.payload)
+        sub_topic = message.topic[len(TOPIC_PREFIX) :]
+        if config.private and not principal.is_service:
+            raise errors.Forbidden(
+                "You do not have permissions to read from this Channel topic: "
+                + sub_topic
+            )
+        if len(self.channels) >= principal.tenant.max_channels_per_client:
+            raise ChannelLimit()
+        return JoinedChannel(
+            topic=message.topic,
+            join_ref=message.join_ref,
+            principal=principal,
+            token=token,
+            config=config,
+            subscription_id=0,
+        )
+
+    async def _start(self, channel: JoinedChannel, message: Message) -> None:
+        bindings, problems = parse_bindings(channel.config.postgres_changes)
+        valid = tuple(b for b in bindings if b.error is None)
+        if valid:
+            channel.member = Member(
+                send=self.base_send,
+                codec=self.codec,
+                topic=channel.topic,
+                bindings=valid,
+                principal=channel.principal,
+            )
+            # Joined to its streams before the reply: nothing published after
+            # the client sees SUBSCRIBED can be missed.
+            await hub().add(channel.member)
+        entries = join_reply_entries(bindings)
+        channel.subscription_id = await database_sync_to_async(subscription_open)(
+            principal=channel.principal,
+            topic=channel.topic,
+            bindings=entries,
+            private=channel.config.private,
+            node=hub().node,
+            connection=self.connection_id,
+            join_ref=channel.join_ref,
+        )
+        self.channels[channel.topic] = channel
+        self._schedule_expiry(channel)
+        await self.reply(message, "ok", {"postgres_changes": entries})
+        for problem in problems:
+            await self.send_message(
+                channel.system(
+                    status="error", message=problem, extension="postgres_changes"
+                )
+            )
+        if valid and not problems:
+            await self.send_message(
+                channel.system(
+                    status="ok",
+                    message="Subscribed to PostgreSQL",
+                    extension="postgres_changes",
+                )
+            )
+
+    async def on_leave(self, message: Message) -> None:
+        await self.reply(message, "ok", {})
+        channel = self.channels.get(message.topic)
+        if channel is not None:
+            await self._forget(channel)
+            await self.send_message(close(channel.topic, channel.join_ref))
+
+    async def _forget(self, channel: JoinedChannel) -> None:
+        """Stop delivering to a channel and close its subscription row."""
+        self.channels.pop(channel.topic, None)
+        channel.cancel_expiry()
+        delivered = 0
+        if channel.member is not None:
+            await hub().remove(channel.member)
+            delivered = channel.member.delivered
+        if channel.subscription_id:
+            await database_sync_to_async(subscriptions_close)(
+                delivered={channel.subscription_id: delivered}
+            )
+
+    async def _shut(self, channel: JoinedChannel, reason: str) -> None:
+        """Close a channel from the server side: a system error, then phx_close."""
+        await self._forget(channel)
+        await self.send_message(
+            channel.system(status="error", message=reason, extension="system")
+        )
+        await self.send_message(close(channel.topic, channel.join_ref))
+
+    # --- Tokens -------------------------------------------------------------------
+
+    async def _principal_for(self, token: str | None) -> Principal:
+        if token is None:
+            return self.principal  # supabase-js often joins without a token
+        return await database_sync_to_async(principal_for_tenant)(
+            self.principal.tenant, token
+        )
+
+    async def on_access_token(self, message: Message, channel: JoinedChannel) -> None:
+        token = join_token(message.payload)
+        if token is None or token == channel.token:
+            return
+        try:
+            principal = await self._principal_for(token)
+        except errors.HeraldError as exc:
+            await self._shut(channel, exc.message)
+            return
+        if channel.config.private and not principal.is_service:
+            await self._shut(
+                channel,
+                "You no longer have permission to read from this Channel topic: "
+                + channel.sub_topic,
+            )
+            return
+        channel.principal, channel.token = principal, token
+        if channel.member is not None:
+            await hub().replace_principal(channel.member, principal)
+        self._schedule_expiry(channel)
+
+    def _schedule_expiry(self, channel: JoinedChannel) -> None:
+        channel.cancel_expiry()
+        if channel.principal.exp is None:
+            return
+        delay = max(0.0, channel.principal.exp - time.time())
+        channel.expiry = asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.create_task(self._expire(channel))
+        )
+
+    async def _expire(self, channel: JoinedChannel) -> None:
+        if self.channels.get(channel.topic) is channel:
+            lapsed = int(time.time() - (channel.principal.exp or 0))
+            await self._shut(channel, f"Token has expired {lapsed} seconds ago")
+
+
+class ChannelLimit(errors.HeraldError):
+    status_code = 429
+    code = "too_many_channels"
+    reason_code = "ChannelRateLimitReached"
+    default_message = "Too many channels"

@@ -88,7 +88,10 @@ async def _changes_send(updates: list[LiveUpdate]) -> None:
     channel_layer = layer()
     for update in updates:
         message = change_message(update)
-        await channel_layer.group_send(
-            stream_group(update.tenant_id, update.table), message
-        )
-        await channel_layer.group_send(tenant_group(update.tenant_id), message)
+        # Sent to the table's stream and to the tenant-wide one (bindings on
+        # every table); `stream` tells a process in both which copy this is.
+        for group in (
+            stream_group(update.tenant_id, update.table),
+            tenant_group(update.tenant_id),
+        ):
+            await channel_layer.group_send(group, {**message, "stream": group})

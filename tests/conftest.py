@@ -100,3 +100,40 @@ def subprocess_env(transactional_db: None) -> dict[str, str]:
     import os
 
     return {**os.environ, "DATABASE_URL": current_database_url()}
+
+
+@pytest.fixture(scope="session")
+def server_env(django_db_setup: None) -> dict[str, str]:
+    """Environment for Herald processes sharing the test database and Redis."""
+    import os
+
+    return {**os.environ, "DATABASE_URL": current_database_url()}
+
+
+@pytest.fixture(scope="session")
+def start_server(
+    server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    """Start more daphne processes (e.g. two sharing Redis); stopped at the end."""
+    from tests.server import Server
+
+    servers: list[Server] = []
+
+    def start(**env: str) -> Server:
+        log = tmp_path_factory.mktemp("server") / "server.log"
+        servers.append(Server({**server_env, **env}, log=log))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def herald_server(start_server: Any) -> Any:
+    """One real Herald server process (daphne) on PostgreSQL and Redis.
+
+    Tests using it need `transactional_db` so their data is committed and the
+    server sees it.
+    """
+    return start_server()

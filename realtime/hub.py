@@ -1,0 +1,305 @@
+"""Per-process fan-out of changes to this process's sockets.
+
+The process holds one channel-layer channel. It joins a stream group once,
+when the first local channel binds to that stream, and leaves it with the
+last: fan-out across processes costs one layer message per process. Inside,
+channels are grouped into audiences (same topic, codec, bindings, role and
+claims); per change, bindings and row policy are evaluated once per audience
+(memoised across audiences), each distinct frame is encoded once, and written
+to every socket of the audiences it fits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from channels.db import database_sync_to_async
+
+from realtime.auth import Principal
+from realtime.bindings import Binding, binding_matches
+from realtime.layer import layer, stream_group, tenant_group
+from realtime.protocol import POSTGRES_CHANGES, Codec
+from realtime.row_policy import relevant_claims, row_visible
+from realtime.selectors import Rules, row_policy_rules
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Claims that differ between two tokens of the same user and never decide a
+# row policy; leaving them out lets such sockets share an audience.
+VOLATILE_CLAIMS = frozenset({"exp", "iat", "nbf", "jti"})
+POLICY_TTL = 5.0
+# channels-redis expires group memberships after a day, and a restarted Redis
+# forgets them at once: memberships are re-added on this period.
+MEMBERSHIP_REFRESH = 30.0
+
+
+@dataclass(eq=False, slots=True)
+class Member:
+    """One joined channel of one socket, as the hub sees it."""
+
+    send: Send
+    codec: Codec
+    topic: str
+    bindings: tuple[Binding, ...]
+    principal: Principal
+    delivered: int = 0
+
+    @property
+    def tenant_id(self) -> int:
+        return self.principal.tenant.pk
+
+    def groups(self) -> set[str]:
+        return {
+            tenant_group(self.tenant_id)
+            if b.table is None
+            else stream_group(self.tenant_id, b.table)
+            for b in self.bindings
+        }
+
+    def audience_key(self) -> tuple[Any, ...]:
+        claims = {
+            k: v for k, v in self.principal.claims.items() if k not in VOLATILE_CLAIMS
+        }
+        return (
+            self.codec.vsn,
+            self.topic,
+            self.bindings,
+            self.principal.role,
+            orjson.dumps(claims, option=orjson.OPT_SORT_KEYS),
+        )
+
+
+@dataclass(eq=False, slots=True)
+class Audience:
+    """Channels that would receive byte-identical frames for any change."""
+
+    codec: Codec
+    topic: str
+    bindings: tuple[Binding, ...]
+    principal: Principal
+    members: dict[int, Member] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ChangeContext:
+    """What one change's fan-out computes once and shares across audiences."""
+
+    table: str
+    change: str
+    record: Any
+    old_record: Any
+    row: Any
+    policies: dict[str, Rules]
+    data_json: bytes
+    matches: dict[Binding, bool] = field(default_factory=dict)
+    visible: dict[Any, bool] = field(default_factory=dict)
+    frames: dict[tuple[str, str, tuple[int, ...]], str] = field(default_factory=dict)
+
+    def matching_ids(self, bindings: Iterable[Binding]) -> tuple[int, ...]:
+        ids = []
+        for binding in bindings:
+            hit = self.matches.get(binding)
+            if hit is None:
+                hit = self.matches[binding] = binding_matches(
+                    binding,
+                    table=self.table,
+                    change_type=self.change,
+                    record=self.record,
+                    old_record=self.old_record,
+                )
+            if hit:
+                ids.append(binding.id)
+        return tuple(ids)
+
+    def may_see(self, principal: Principal) -> bool:
+        rules = self.policies.get(principal.role, [])
+        claims = principal.claims
+        try:
+            key = (principal.role, *(claims.get(c) for c in relevant_claims(rules)))
+            seen = self.visible.get(key)
+        except TypeError:  # a claim that is a list or an object: not memoisable
+            key, seen = None, None
+        if seen is None:
+            seen = row_visible(
+                role=principal.role, policies=rules, row=self.row, claims=claims
+            )
+            if key is not None:
+                self.visible[key] = seen
+        return seen
+
+    def frame(self, codec: Codec, topic: str, ids: tuple[int, ...]) -> str:
+        key = (codec.vsn, topic, ids)
+        text = self.frames.get(key)
+        if text is None:
+            payload = (
+                b'{"ids":' + orjson.dumps(ids) + b',"data":' + self.data_json + b"}"
+            )
+            text = self.frames[key] = codec.encode_raw(
+                topic=topic, event=POSTGRES_CHANGES, payload_json=payload
+            )
+        return text
+
+
+class PolicyCache:
+    """Row policies per (tenant, table), re-read after a few seconds."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, str], tuple[float, dict[str, Rules]]] = {}
+
+    async def get(self, tenant_id: int, table: str) -> dict[str, Rules]:
+        key = (tenant_id, table)
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > POLICY_TTL:
+            rules = await database_sync_to_async(row_policy_rules)(
+                tenant_id=tenant_id, table=table
+            )
+            entry = self._entries[key] = (time.monotonic(), rules)
+        return entry[1]
+
+    def forget_tenant(self, tenant_id: int) -> None:
+        for key in [k for k in self._entries if k[0] == tenant_id]:
+            del self._entries[key]
+
+
+class Hub:
+    """The fan-out of one server process (one per event loop)."""
+
+    def __init__(self) -> None:
+        self.node = f"{socket.gethostname()}:{os.getpid()}"
+        self.channel: str | None = None
+        self.groups: dict[str, dict[tuple[Any, ...], Audience]] = {}
+        self.policies = PolicyCache()
+        self._start_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _ensure_started(self) -> str:
+        async with self._start_lock:
+            if self.channel is None:
+                self.channel = await layer().new_channel("herald.node.")
+                self._tasks = [
+                    asyncio.create_task(self._receive_loop()),
+                    asyncio.create_task(self._refresh_loop()),
+                ]
+        return self.channel
+
+    async def add(self, member: Member) -> None:
+        """Start delivering to a member; returns once its streams are joined."""
+        channel = await self._ensure_started()
+        # A fresh join sees fresh policies.
+        self.policies.forget_tenant(member.tenant_id)
+        key = member.audience_key()
+        for group in member.groups():
+            audiences = self.groups.get(group)
+            if audiences is None:
+                audiences = self.groups[group] = {}
+                await layer().group_add(group, channel)
+            audience = audiences.get(key)
+            if audience is None:
+                audience = audiences[key] = Audience(
+                    member.codec, member.topic, member.bindings, member.principal
+                )
+            audience.members[id(member)] = member
+
+    async def remove(self, member: Member) -> None:
+        key = member.audience_key()
+        for group in member.groups():
+            audiences = self.groups.get(group, {})
+            audience = audiences.get(key)
+            if audience is None:
+                continue
+            audience.members.pop(id(member), None)
+            if not audience.members:
+                del audiences[key]
+            if not audiences and group in self.groups:
+                del self.groups[group]
+                if self.channel is not None:
+                    await layer().group_discard(group, self.channel)
+
+    async def replace_principal(self, member: Member, principal: Principal) -> None:
+        """A refreshed token: the member moves to the audience of its new claims."""
+        await self.remove(member)
+        member.principal = principal
+        await self.add(member)
+
+    async def _receive_loop(self) -> None:
+        assert self.channel is not None
+        while True:
+            try:
+                message = await layer().receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The layer is down (Redis restarting): wait, then listen again.
+                logger.exception("Hub %s could not receive; retrying", self.node)
+                await asyncio.sleep(1)
+                continue
+            try:
+                await self.dispatch(message)
+            except Exception:
+                logger.exception(
+                    "Hub %s failed to deliver %s", self.node, message.get("seq")
+                )
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MEMBERSHIP_REFRESH)
+            try:
+                for group in list(self.groups):
+                    await layer().group_add(group, self.channel)
+            except Exception:
+                logger.exception("Hub %s could not refresh its groups", self.node)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        audiences = self.groups.get(message.get("stream", ""))
+        if not audiences:
+            return
+        data_json: bytes = message["data"]
+        data = orjson.loads(data_json)
+        change = data["type"]
+        row = data.get("old_record") if change == "DELETE" else data.get("record")
+        context = ChangeContext(
+            table=data["table"],
+            change=change,
+            record=data.get("record"),
+            old_record=data.get("old_record"),
+            row=row,
+            policies=await self.policies.get(message["tenant"], data["table"]),
+            data_json=data_json,
+        )
+        for audience in list(audiences.values()):
+            await self._deliver(audience, context)
+
+    async def _deliver(self, audience: Audience, context: ChangeContext) -> None:
+        ids = context.matching_ids(audience.bindings)
+        if not ids or not context.may_see(audience.principal):
+            return
+        frame = context.frame(audience.codec, audience.topic, ids)
+        event = {"type": "websocket.send", "text": frame}
+        for member in list(audience.members.values()):
+            await member.send(event)
+            member.delivered += 1
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def hub() -> Hub:
+    """This process's hub (one per event loop)."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        found = _hubs[loop] = Hub()
+    return found

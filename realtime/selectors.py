@@ -1,0 +1,20 @@
+"""Reads: plain data for the delivery path and the APIs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from realtime.models import RowPolicy
+
+Rules = list[list[tuple[str, str]]]
+
+
+def row_policy_rules(*, tenant_id: int, table: str) -> dict[str, Rules]:
+    """role → its policies for the table, each a list of (column, claim) rules."""
+    by_role: dict[str, Rules] = defaultdict(list)
+    rows = RowPolicy.objects.filter(tenant_id=tenant_id, table=table).values_list(
+        "role", "rules"
+    )
+    for role, rules in rows:
+        by_role[role].append([(r["column"], r["claim"]) for r in rules])
+    return dict(by_role)
