@@ -1,0 +1,281 @@
+"""The WebSocket endpoint's server side, frame by frame, on real server processes."""
+
+import time
+
+import httpx
+import pytest
+
+from realtime.auth import token_mint
+from realtime.services.changes import ChangeInput, live_updates_record
+from realtime.services.tenants import row_policy_add
+from subscriptions.models import Subscription
+from tests.wire import Socket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SITE_1 = [
+    {"event": "*", "schema": "public", "table": "orders", "filter": "site_id=eq.1"}
+]
+
+
+def publish(tenant, table="orders", type="INSERT", **record):
+    old = {"id": record.get("id"), "site_id": record.get("site_id")}
+    change = ChangeInput(
+        table=table,
+        type=type,
+        record=None if type == "DELETE" else record,
+        old_record=old if type != "INSERT" else None,
+    )
+    return live_updates_record(tenant=tenant.tenant, changes=[change])[0]
+
+
+def is_change(frame):
+    return frame["event"] == "postgres_changes"
+
+
+@pytest.fixture
+def sockets(herald_server):
+    opened = []
+
+    def open_socket(apikey, *, vsn="1.0.0", server=herald_server):
+        opened.append(Socket(server.ws_url, apikey, vsn=vsn))
+        return opened[-1]
+
+    yield open_socket
+    for socket in opened:
+        socket.close()
+
+
+def user_token(tenant, site_id, ttl=300):
+    return token_mint(
+        tenant=tenant.tenant,
+        role="authenticated",
+        sub=f"user-{site_id}",
+        claims={"site_id": site_id},
+        ttl=ttl,
+    )
+
+
+def test_join_opens_a_subscription_and_leave_closes_it_with_its_count(tenant, sockets):
+    ws = sockets(tenant.secret_key)
+    assert ws.join("shop", bindings=SITE_1)["payload"]["status"] == "ok"
+    sub = Subscription.objects.get(tenant=tenant.tenant)
+    assert (sub.topic, sub.state, sub.role) == (
+        "realtime:shop",
+        "active",
+        "service_role",
+    )
+    assert sub.bindings[0]["filter"] == "site_id=eq.1" and sub.bindings[0]["id"] > 0
+    publish(tenant, id=1, site_id=1)
+    publish(tenant, id=2, site_id=1)
+    ws.changes(2)
+    ref = ws.push("realtime:shop", "phx_leave", {}, join_ref=ws.join_ref)
+    assert ws.reply_to(ref)["payload"] == {"status": "ok", "response": {}}
+    closed = ws.recv()
+    assert (closed["event"], closed["ref"]) == ("phx_close", ws.join_ref)
+    sub.refresh_from_db()
+    assert (sub.state, sub.delivered_count) == ("closed", 2)
+
+
+def test_disconnect_closes_every_subscription(tenant, sockets):
+    ws = sockets(tenant.secret_key)
+    ws.join("a", bindings=SITE_1)
+    ws.join("b", bindings=SITE_1)
+    assert Subscription.objects.filter(state="active").count() == 2
+    ws.close()
+    deadline = time.monotonic() + 10
+    while (
+        Subscription.objects.filter(state="active").exists()
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert not Subscription.objects.filter(state="active").exists()
+
+
+def test_vsn2_frames_carry_the_join_ref_only_where_phoenix_does(tenant, sockets):
+    ws = sockets(tenant.secret_key, vsn="2.0.0")
+    joined = ws.join("shop", bindings=SITE_1)
+    assert joined["join_ref"] == ws.join_ref and joined["ref"] == ws.join_ref
+    system = ws.recv_until(lambda f: f["event"] == "system")
+    assert (system["join_ref"], system["ref"]) == (ws.join_ref, None)
+    assert system["payload"] == {
+        "extension": "postgres_changes",
+        "status": "ok",
+        "message": "Subscribed to PostgreSQL",
+        "channel": "shop",
+    }
+    row = publish(tenant, id=1, site_id=1)
+    [change] = ws.changes(1)
+    assert change["raw"][:4] == [None, None, "realtime:shop", "postgres_changes"]
+    assert change["payload"]["data"]["seq"] == row.pk
+
+
+def test_filters_apply_to_deletes_too(tenant, sockets):
+    ws = sockets(tenant.secret_key)
+    ws.join(
+        "shop",
+        bindings=[
+            {
+                "event": "DELETE",
+                "schema": "public",
+                "table": "orders",
+                "filter": "site_id=eq.1",
+            }
+        ],
+    )
+    publish(tenant, type="DELETE", id=2, site_id=2)
+    marker = publish(tenant, type="DELETE", id=1, site_id=1)
+    [change] = ws.changes(1)
+    data = change["payload"]["data"]
+    assert (data["type"], data["seq"], data["old_record"]) == (
+        "DELETE",
+        marker.pk,
+        {"id": 1, "site_id": 1},
+    )
+    assert "record" not in data
+
+
+def test_schema_binding_receives_every_table_of_its_tenant_only(make_tenant, sockets):
+    a, b = make_tenant("A"), make_tenant("B")
+    ws = sockets(a.secret_key)
+    ws.join("all", bindings=[{"event": "*", "schema": "public"}])
+    publish(b, table="orders", id=9, site_id=1)
+    publish(a, table="orders", id=1, site_id=1)
+    publish(a, table="invoices", id=2, site_id=1)
+    tables = [c["payload"]["data"]["table"] for c in ws.changes(2)]
+    assert tables == ["orders", "invoices"]
+    assert ws.quiet(is_change)
+
+
+def test_refreshed_token_changes_which_rows_arrive(tenant, sockets):
+    row_policy_add(
+        tenant=tenant.tenant,
+        table="orders",
+        role="authenticated",
+        rules=[{"column": "site_id", "claim": "site_id"}],
+    )
+    ws = sockets(tenant.publishable_key)
+    bindings = [{"event": "*", "schema": "public", "table": "orders"}]
+    assert (
+        ws.join("shop", bindings=bindings, token=user_token(tenant, 1))["payload"][
+            "status"
+        ]
+        == "ok"
+    )
+    publish(tenant, id=1, site_id=1)
+    assert ws.changes(1)[0]["payload"]["data"]["record"]["site_id"] == 1
+    ws.push(
+        "realtime:shop",
+        "access_token",
+        {"access_token": user_token(tenant, 2)},
+        join_ref=ws.join_ref,
+    )
+    # Once the refresh is handled, site 2's rows come and site 1's no longer do.
+    ws.push("phoenix", "heartbeat", {})
+    ws.recv_until(lambda f: f["topic"] == "phoenix")
+    publish(tenant, id=2, site_id=1)
+    publish(tenant, id=3, site_id=2)
+    [change] = ws.changes(1)
+    assert change["payload"]["data"]["record"] == {"id": 3, "site_id": 2}
+
+
+def test_expired_token_closes_the_channel_with_supabases_message(tenant, sockets):
+    ws = sockets(tenant.publishable_key)
+    ws.join("shop", bindings=SITE_1, token=user_token(tenant, 1, ttl=2))
+    system = ws.recv_until(
+        lambda f: f["event"] == "system" and f["payload"]["extension"] == "system",
+        timeout=15,
+    )
+    assert system["payload"]["status"] == "error"
+    assert system["payload"]["message"].startswith("Token has expired")
+    assert system["payload"]["channel"] == "shop"
+    closed = ws.recv_until(lambda f: f["event"] == "phx_close")
+    assert closed["ref"] == ws.join_ref
+    publish(tenant, id=1, site_id=1)
+    assert ws.quiet(is_change)
+
+
+def test_refresh_with_a_forged_token_closes_the_channel(make_tenant, sockets):
+    a, b = make_tenant("A"), make_tenant("B")
+    ws = sockets(a.publishable_key)
+    ws.join("shop", bindings=SITE_1, token=user_token(a, 1))
+    ws.push(
+        "realtime:shop",
+        "access_token",
+        {"access_token": user_token(b, 1)},
+        join_ref=ws.join_ref,
+    )
+    system = ws.recv_until(
+        lambda f: f["event"] == "system" and f["payload"]["extension"] == "system"
+    )
+    assert system["payload"]["message"] == "Failed to validate JWT signature"
+    assert (
+        ws.recv_until(lambda f: f["event"] == "phx_close")["topic"] == "realtime:shop"
+    )
+
+
+def test_private_channel_needs_a_read_policy(tenant, sockets):
+    ws = sockets(tenant.publishable_key)
+    refused = ws.join("secret-room", private=True)
+    assert refused["payload"] == {
+        "status": "error",
+        "response": {
+            "reason": (
+                "Unauthorized: You do not have permissions to read from this "
+                "Channel topic: secret-room"
+            )
+        },
+    }
+
+
+def test_channel_limit_per_connection(tenant, sockets):
+    tenant.tenant.max_channels_per_client = 2
+    tenant.tenant.save()
+    ws = sockets(tenant.secret_key)
+    assert ws.join("one")["payload"]["status"] == "ok"
+    assert ws.join("two")["payload"]["status"] == "ok"
+    assert ws.join("three")["payload"]["response"] == {
+        "reason": "ChannelRateLimitReached: Too many channels"
+    }
+
+
+def test_second_join_of_a_topic_replaces_the_first(tenant, sockets):
+    ws = sockets(tenant.secret_key)
+    ws.join("shop", bindings=SITE_1)
+    first = ws.join_ref
+    ref = ws.push("realtime:shop", "phx_join", {"config": {"postgres_changes": SITE_1}})
+    closed = ws.recv_until(lambda f: f["event"] == "phx_close")
+    assert closed["ref"] == first
+    assert ws.reply_to(ref)["payload"]["status"] == "ok"
+    publish(tenant, id=1, site_id=1)
+    ws.changes(1)
+    assert ws.quiet(is_change), "the replaced channel still receives"
+
+
+def test_every_socket_of_a_shared_audience_gets_each_change_once(tenant, sockets):
+    group = [sockets(tenant.secret_key) for _ in range(20)]
+    other = sockets(tenant.secret_key, vsn="2.0.0")
+    for ws in group:
+        ws.join("shop", bindings=SITE_1)
+    other.join("elsewhere", bindings=SITE_1)
+    row = publish(tenant, id=1, site_id=1)
+    for ws in [*group, other]:
+        [change] = ws.changes(1)
+        assert change["payload"]["data"]["seq"] == row.pk
+    assert all(ws.quiet(is_change, wait=0.2) for ws in group)
+
+
+def test_a_change_published_through_one_process_reaches_a_client_on_another(
+    tenant, sockets, herald_server, start_server
+):
+    second = start_server()
+    ws = sockets(tenant.secret_key, server=second)
+    ws.join("shop", bindings=SITE_1)
+    response = httpx.post(
+        f"{herald_server.url}/api/changes",
+        headers={"apikey": tenant.secret_key},
+        json={"table": "orders", "type": "INSERT", "record": {"id": 5, "site_id": 1}},
+    )
+    assert response.status_code == 201
+    [change] = ws.changes(1)
+    assert change["payload"]["data"]["seq"] == response.json()["changes"][0]["seq"]
