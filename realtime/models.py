@@ -136,3 +136,41 @@ class LiveUpdate(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.type} {self.table}"
+
+
+class ChannelPolicy(models.Model):
+    """Who may read or write a private broadcast/presence topic.
+
+    `pattern` matches a topic (the part after `realtime:`): `*` stands for any
+    run of characters and `{claim}` for the principal's value of that claim,
+    e.g. `site:{site_id}`.
+    """
+
+    class Extension(models.TextChoices):
+        ANY = "*", "broadcast and presence"
+        BROADCAST = "broadcast"
+        PRESENCE = "presence"
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="channel_policies"
+    )
+    pattern = models.CharField(max_length=255)
+    role = models.CharField(max_length=63, blank=True, help_text="Blank: any role.")
+    extension = models.CharField(
+        max_length=9, choices=Extension.choices, default=Extension.ANY
+    )
+    read = models.BooleanField(default=True)
+    write = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["tenant", "pattern", "id"]
+        verbose_name_plural = "channel policies"
+
+    def __str__(self) -> str:
+        rights = "+".join(
+            r for r, on in (("read", self.read), ("write", self.write)) if on
+        )
+        return (
+            f"{self.tenant.slug}: {self.pattern} ({self.role or 'any role'}: {rights})"
+        )
