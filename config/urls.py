@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
-from django.urls import include, path
+from django.urls import include, path, re_path
 
+from realtime.api.broadcast import BroadcastBatchApi, BroadcastSingleApi
 from realtime.api.errors import error_json
 from realtime.health import healthz
 
@@ -9,6 +10,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("api/", include("realtime.api.urls")),
+    # Supabase's REST broadcast, where realtime-js finds it (next to the socket).
+    path("realtime/v1/api/broadcast", BroadcastBatchApi.as_view(), name="broadcast"),
+    re_path(
+        r"^realtime/v1/api/broadcast/(?P<topic>.+)/events/(?P<event>[^/]+)$",
+        BroadcastSingleApi.as_view(),
+        name="broadcast-single",
+    ),
 ]
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from realtime.auth import Principal
-from realtime.hub import Member
+from realtime.channel_policy import ChannelRule
+from realtime.hub import Member, TopicMember
 from realtime.protocol import SYSTEM, Message, push
 
 TOPIC_PREFIX = "realtime:"
@@ -70,7 +71,16 @@ class JoinedChannel:
     token: str | None
     config: JoinConfig
     subscription_id: int
+    # The topic's group on the layer, and this channel's membership of it.
+    room: str
+    member_of_topic: TopicMember
+    presence_key: str
+    # The tenant's channel policies, for a private channel (read at join).
+    rules: list[ChannelRule] = field(default_factory=list)
+    # Bindings of postgres_changes, when there are any.
     member: Member | None = None
+    # What this channel tracks, with its phx_ref; None when not tracking.
+    presence_meta: dict[str, Any] | None = None
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property

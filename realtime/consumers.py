@@ -21,13 +21,17 @@ from realtime import errors
 from realtime.auth import Principal, principal_for_tenant, principal_from_apikey
 from realtime.bindings import join_reply_entries, parse_bindings
 from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
-from realtime.hub import Member, hub
+from realtime.channel_policy import ChannelRule, channel_allowed
+from realtime.hub import Member, TopicMember, hub
+from realtime.layer import topic_group
 from realtime.protocol import (
     ACCESS_TOKEN,
+    BROADCAST,
     HEARTBEAT,
     PHOENIX_TOPIC,
     PHX_JOIN,
     PHX_LEAVE,
+    PRESENCE,
     Codec,
     Message,
     ProtocolError,
@@ -35,6 +39,8 @@ from realtime.protocol import (
     codec_for_vsn,
     reply,
 )
+from realtime.selectors import channel_rules
+from realtime.topics import TopicsMixin
 from subscriptions.services import subscription_open, subscriptions_close
 
 logger = logging.getLogger(__name__)
@@ -48,7 +54,24 @@ def query_param(scope: dict[str, Any], name: str) -> str | None:
     return values[0] if values else None
 
 
-class RealtimeConsumer(AsyncWebsocketConsumer):
+def read_rights(
+    rules: list[ChannelRule], principal: Principal, sub_topic: str
+) -> tuple[bool, bool]:
+    """May the principal read a private topic's (broadcasts, presence)?"""
+    return tuple(  # type: ignore[return-value]
+        channel_allowed(
+            rules,
+            role=principal.role,
+            claims=principal.claims,
+            topic=sub_topic,
+            extension=extension,
+            action="read",
+        )
+        for extension in ("broadcast", "presence")
+    )
+
+
+class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
     # No per-socket layer channel: an alias with no layer behind it makes
     # Channels skip creating one (and the receive task it would need).
     channel_layer_alias = "herald.sockets-have-no-channel"
@@ -103,6 +126,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.reply(message, "error", {"reason": "unmatched topic"})
         elif message.event == ACCESS_TOKEN:
             await self.on_access_token(message, self.channels[message.topic])
+        elif message.event == BROADCAST:
+            await self.on_broadcast(message, self.channels[message.topic])
+        elif message.event == PRESENCE:
+            await self.on_presence(message, self.channels[message.topic])
         else:
             reason = f"UnknownEvent: {message.event!r} is not handled on this channel"
             await self.reply(message, "error", {"reason": reason})
@@ -157,11 +184,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         principal = await self._principal_for(token)
         config = JoinConfig.parse(message.payload)
         sub_topic = message.topic[len(TOPIC_PREFIX) :]
-        if config.private and not principal.is_service:
-            raise errors.Forbidden(
-                "You do not have permissions to read from this Channel topic: "
-                + sub_topic
+        rules: list[ChannelRule] = []
+        can_read = (True, True)
+        if config.private:
+            rules = await database_sync_to_async(channel_rules)(
+                tenant_id=principal.tenant.pk
             )
+            can_read = read_rights(rules, principal, sub_topic)
+            if not any(can_read):
+                raise errors.Forbidden(
+                    "You do not have permissions to read from this Channel topic: "
+                    + sub_topic
+                )
         if len(self.channels) >= principal.tenant.max_channels_per_client:
             raise ChannelLimit()
         return JoinedChannel(
@@ -171,6 +205,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             token=token,
             config=config,
             subscription_id=0,
+            room=topic_group(principal.tenant.pk, sub_topic, private=config.private),
+            member_of_topic=TopicMember(
+                send=self.base_send,
+                codec=self.codec,
+                topic=message.topic,
+                connection=self.connection_id,
+                broadcast_self=config.broadcast_self,
+                read_broadcast=can_read[0],
+                read_presence=can_read[1],
+                presence_enabled=config.presence_enabled,
+            ),
+            presence_key=config.presence_key or str(uuid.uuid1()),
+            rules=rules,
         )
 
     async def _start(self, channel: JoinedChannel, message: Message) -> None:
@@ -187,6 +234,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             # Joined to its streams before the reply: nothing published after
             # the client sees SUBSCRIBED can be missed.
             await hub().add(channel.member)
+        await hub().join_room(channel.room, channel.member_of_topic)
         entries = join_reply_entries(bindings)
         channel.subscription_id = await database_sync_to_async(subscription_open)(
             principal=channel.principal,
@@ -200,6 +248,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.channels[channel.topic] = channel
         self._schedule_expiry(channel)
         await self.reply(message, "ok", {"postgres_changes": entries})
+        if channel.member_of_topic.presence_enabled:
+            await self.push_presence_state(channel)
         for problem in problems:
             await self.send_message(
                 channel.system(
@@ -226,6 +276,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Stop delivering to a channel and close its subscription row."""
         self.channels.pop(channel.topic, None)
         channel.cancel_expiry()
+        await self.untrack(channel)
+        await hub().leave_room(channel.room, channel.member_of_topic)
         delivered = 0
         if channel.member is not None:
             await hub().remove(channel.member)
@@ -261,13 +313,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         except errors.HeraldError as exc:
             await self._shut(channel, exc.message)
             return
-        if channel.config.private and not principal.is_service:
-            await self._shut(
-                channel,
-                "You no longer have permission to read from this Channel topic: "
-                + channel.sub_topic,
-            )
-            return
+        if channel.config.private:
+            can_read = read_rights(channel.rules, principal, channel.sub_topic)
+            if not any(can_read):
+                await self._shut(
+                    channel,
+                    "You no longer have permission to read from this Channel topic: "
+                    + channel.sub_topic,
+                )
+                return
+            topic_member = channel.member_of_topic
+            topic_member.read_broadcast, topic_member.read_presence = can_read
         channel.principal, channel.token = principal, token
         if channel.member is not None:
             await hub().replace_principal(channel.member, principal)

@@ -26,8 +26,18 @@ from channels.db import database_sync_to_async
 
 from realtime.auth import Principal
 from realtime.bindings import Binding, binding_matches
-from realtime.layer import layer, stream_group, tenant_group
-from realtime.protocol import POSTGRES_CHANGES, Codec
+from realtime.layer import (
+    BROADCAST_TYPE,
+    CHANGE_TYPE,
+    PRESENCE_TYPE,
+    layer,
+    presence_send,
+    stream_group,
+    tenant_group,
+)
+from realtime.presence import SWEEP_PERIOD, diff_payload, presence_store
+from realtime.protocol import BROADCAST, POSTGRES_CHANGES, PRESENCE_DIFF, Codec
+from realtime.protocol.binary import encode_user_broadcast
 from realtime.row_policy import relevant_claims, row_visible
 from realtime.selectors import Rules, row_policy_rules
 
@@ -78,6 +88,23 @@ class Member:
             self.principal.role,
             orjson.dumps(claims, option=orjson.OPT_SORT_KEYS),
         )
+
+
+@dataclass(eq=False, slots=True)
+class TopicMember:
+    """A joined channel, for the broadcasts and presence of its topic."""
+
+    send: Send
+    codec: Codec
+    topic: str
+    connection: str
+    broadcast_self: bool = False
+    read_broadcast: bool = True
+    read_presence: bool = True
+    presence_enabled: bool = False
+
+    def wants_presence(self) -> bool:
+        return self.presence_enabled and self.read_presence
 
 
 @dataclass(eq=False, slots=True)
@@ -179,7 +206,10 @@ class Hub:
         self.node = f"{socket.gethostname()}:{os.getpid()}"
         self.channel: str | None = None
         self.groups: dict[str, dict[tuple[Any, ...], Audience]] = {}
+        # topic group → the local channels on that topic
+        self.rooms: dict[str, dict[int, TopicMember]] = {}
         self.policies = PolicyCache()
+        self.presence = presence_store()
         self._start_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -187,9 +217,11 @@ class Hub:
         async with self._start_lock:
             if self.channel is None:
                 self.channel = await layer().new_channel("herald.node.")
+                await self.presence.alive(self.node)
                 self._tasks = [
                     asyncio.create_task(self._receive_loop()),
                     asyncio.create_task(self._refresh_loop()),
+                    asyncio.create_task(self._presence_loop()),
                 ]
         return self.channel
 
@@ -226,6 +258,25 @@ class Hub:
                 if self.channel is not None:
                     await layer().group_discard(group, self.channel)
 
+    async def join_room(self, group: str, member: TopicMember) -> None:
+        """Deliver the topic's broadcasts and presence diffs to a channel."""
+        channel = await self._ensure_started()
+        room = self.rooms.get(group)
+        if room is None:
+            room = self.rooms[group] = {}
+            await layer().group_add(group, channel)
+        room[id(member)] = member
+
+    async def leave_room(self, group: str, member: TopicMember) -> None:
+        room = self.rooms.get(group)
+        if room is None:
+            return
+        room.pop(id(member), None)
+        if not room:
+            del self.rooms[group]
+            if self.channel is not None:
+                await layer().group_discard(group, self.channel)
+
     async def replace_principal(self, member: Member, principal: Principal) -> None:
         """A refreshed token: the member moves to the audience of its new claims."""
         await self.remove(member)
@@ -255,12 +306,93 @@ class Hub:
         while True:
             await asyncio.sleep(MEMBERSHIP_REFRESH)
             try:
-                for group in list(self.groups):
+                for group in [*self.groups, *self.rooms]:
                     await layer().group_add(group, self.channel)
             except Exception:
                 logger.exception("Hub %s could not refresh its groups", self.node)
 
+    async def _presence_loop(self) -> None:
+        """Keep this process alive in the presence store; sweep out the dead."""
+        while True:
+            await asyncio.sleep(SWEEP_PERIOD)
+            try:
+                await self.presence.alive(self.node)
+                for group, room in list(self.rooms.items()):
+                    if any(m.presence_enabled for m in room.values()):
+                        await self._sweep(group, next(iter(room.values())).topic)
+            except Exception:
+                logger.exception("Hub %s could not sweep presence", self.node)
+
+    async def _sweep(self, group: str, topic: str) -> None:
+        for field_name in await self.presence.dead_fields(group):
+            # Only the process whose removal succeeds announces the leave.
+            entry = await self.presence.remove(group, field_name)
+            if entry is not None:
+                await presence_send(
+                    group, topic=topic, diff=diff_payload(leaves=[entry])
+                )
+
     async def dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == CHANGE_TYPE:
+            await self.dispatch_change(message)
+        elif kind == BROADCAST_TYPE:
+            await self.dispatch_broadcast(message)
+        elif kind == PRESENCE_TYPE:
+            await self.dispatch_presence(message)
+
+    async def dispatch_broadcast(self, message: dict[str, Any]) -> None:
+        room = self.rooms.get(message["stream"], {})
+        raw = message.get("raw")
+        frames: dict[str, str | bytes] = {}
+        for member in list(room.values()):
+            if not member.read_broadcast or (
+                member.connection == message["sender"] and not member.broadcast_self
+            ):
+                continue
+            if raw is not None:
+                # Binary payloads only reach vsn 2 clients, as kind-4 frames.
+                if not member.codec.supports_binary:
+                    continue
+                key, event = "binary", "bytes"
+            else:
+                key, event = member.codec.vsn, "text"
+            frame = frames.get(key)
+            if frame is None:
+                frame = frames[key] = self._broadcast_frame(member, message)
+            await member.send({"type": "websocket.send", event: frame})
+
+    @staticmethod
+    def _broadcast_frame(member: TopicMember, message: dict[str, Any]) -> str | bytes:
+        raw = message.get("raw")
+        if raw is not None:
+            return encode_user_broadcast(
+                topic=member.topic,
+                event=raw["event"],
+                payload=raw["payload"],
+                encoding=0,
+                meta=raw.get("meta") or b"",
+            )
+        return member.codec.encode_raw(
+            topic=member.topic, event=BROADCAST, payload_json=message["payload"]
+        )
+
+    async def dispatch_presence(self, message: dict[str, Any]) -> None:
+        room = self.rooms.get(message["stream"], {})
+        frames: dict[str, str] = {}
+        for member in list(room.values()):
+            if not member.wants_presence():
+                continue
+            frame = frames.get(member.codec.vsn)
+            if frame is None:
+                frame = frames[member.codec.vsn] = member.codec.encode_raw(
+                    topic=member.topic,
+                    event=PRESENCE_DIFF,
+                    payload_json=message["diff"],
+                )
+            await member.send({"type": "websocket.send", "text": frame})
+
+    async def dispatch_change(self, message: dict[str, Any]) -> None:
         audiences = self.groups.get(message.get("stream", ""))
         if not audiences:
             return

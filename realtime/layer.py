@@ -8,6 +8,7 @@ match `^[a-zA-Z0-9._-]+$` and stay under 100 characters.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The message type a stream carries; consumers route on it (channels' convention).
+# Message types, the routing key of what a process receives (channels' convention).
 CHANGE_TYPE = "stream.change"
+BROADCAST_TYPE = "topic.broadcast"
+PRESENCE_TYPE = "topic.presence"
 
 
 def layer() -> BaseChannelLayer:
@@ -40,6 +43,53 @@ def stream_group(tenant_id: int, table: str) -> str:
 def tenant_group(tenant_id: int) -> str:
     """The group of processes with a socket bound to every table of a tenant."""
     return f"herald.t{tenant_id}"
+
+
+def topic_group(tenant_id: int, topic: str, *, private: bool) -> str:
+    """The group of processes with a socket on a topic (private and public differ).
+
+    Topics are any text, so the group is named by a digest of it.
+    """
+    digest = hashlib.sha256(topic.encode()).hexdigest()[:40]
+    return f"herald.t{tenant_id}.{'p' if private else 'u'}.{digest}"
+
+
+async def broadcast_send(
+    group: str,
+    *,
+    topic: str,
+    payload_json: bytes,
+    sender: str = "",
+    raw: dict[str, Any] | None = None,
+) -> None:
+    """A broadcast to a topic's members on every process.
+
+    `payload_json` is the `{type, event, payload}` object, serialized once;
+    `raw` carries a binary payload instead (event, payload bytes, meta bytes).
+    """
+    await layer().group_send(
+        group,
+        {
+            "type": BROADCAST_TYPE,
+            "stream": group,
+            "topic": topic,
+            "payload": payload_json,
+            "sender": sender,
+            "raw": raw,
+        },
+    )
+
+
+async def presence_send(group: str, *, topic: str, diff: dict[str, Any]) -> None:
+    await layer().group_send(
+        group,
+        {
+            "type": PRESENCE_TYPE,
+            "stream": group,
+            "topic": topic,
+            "diff": orjson.dumps(diff),
+        },
+    )
 
 
 def commit_timestamp(update: LiveUpdate) -> str:

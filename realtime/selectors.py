@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from realtime.models import RowPolicy
+from realtime.channel_policy import ChannelRule
+from realtime.models import ChannelPolicy, RowPolicy
 
 Rules = list[list[tuple[str, str]]]
 
@@ -18,3 +19,17 @@ def row_policy_rules(*, tenant_id: int, table: str) -> dict[str, Rules]:
     for role, rules in rows:
         by_role[role].append([(r["column"], r["claim"]) for r in rules])
     return dict(by_role)
+
+
+def channel_rules(*, tenant_id: int) -> list[ChannelRule]:
+    """The tenant's channel policies, as pure rules."""
+    return [
+        ChannelRule(
+            pattern=p.pattern,
+            role=p.role,
+            extension=p.extension,
+            read=p.read,
+            write=p.write,
+        )
+        for p in ChannelPolicy.objects.filter(tenant_id=tenant_id)
+    ]

@@ -55,9 +55,10 @@ class Socket:
         bindings: list[dict[str, Any]] | None = None,
         token: str | None = None,
         private: bool = False,
+        **config: Any,
     ) -> Frame:
         payload: dict[str, Any] = {
-            "config": {"postgres_changes": bindings or [], "private": private}
+            "config": {"postgres_changes": bindings or [], "private": private, **config}
         }
         if token:
             payload["access_token"] = token
@@ -66,8 +67,13 @@ class Socket:
         self.join_ref = ref
         return self.reply_to(ref)
 
+    def send_binary(self, frame: bytes) -> None:
+        self.ws.send(frame)
+
     def recv(self, timeout: float = 10) -> Frame:
         raw = self.ws.recv(timeout=timeout)
+        if isinstance(raw, bytes):
+            return {"event": "binary", "topic": None, "ref": None, "bytes": raw}
         data = orjson.loads(raw)
         if isinstance(data, list):
             join_ref, ref, topic, event, payload = data

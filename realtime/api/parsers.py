@@ -31,3 +31,21 @@ class JSONParser(BaseParser):
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise ParseError(f"Malformed JSON: {exc}") from exc
+
+
+class OctetStreamParser(BaseParser):
+    """A raw binary body, kept as bytes (Supabase's binary broadcast)."""
+
+    media_type = "application/octet-stream"
+
+    def parse(
+        self,
+        stream: IO[bytes],
+        media_type: str | None = None,
+        parser_context: Any = None,
+    ) -> Any:  # bytes; the stubs only know mappings
+        limit = settings.HERALD_MAX_BODY_BYTES
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes")
+        return body

@@ -1,0 +1,153 @@
+"""Presence state shared by every server process.
+
+One entry per joined channel that tracks: `{"key", "meta"}` where meta carries
+its `phx_ref`. Entries live in Redis when REDIS_URL is set (a hash per room),
+in memory otherwise (the embedded default has one process). Each process
+keeps a liveness key alive while it runs; an entry whose process stopped
+refreshing it is dead, dropped on the next sweep and announced as a leave.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import orjson
+from django.conf import settings
+
+# A process that stops refreshing its liveness key for this long is gone.
+NODE_TTL = 15
+# How often a process refreshes its key and sweeps its rooms for the dead.
+SWEEP_PERIOD = 5.0
+# So a killed process's presences leave within NODE_TTL + SWEEP_PERIOD.
+LEAVE_BOUND = NODE_TTL + SWEEP_PERIOD
+
+Entry = dict[str, Any]
+
+
+def phx_ref() -> str:
+    """An opaque unique ref, as Phoenix makes them (base64 of 8 random bytes)."""
+    return base64.b64encode(os.urandom(8)).decode()
+
+
+def entry_field(node: str, connection: str) -> str:
+    return f"{node}|{connection}"
+
+
+def field_node(field: str) -> str:
+    return field.rpartition("|")[0]
+
+
+def state_payload(entries: Iterable[Entry]) -> dict[str, Any]:
+    """`{key: {"metas": [meta, …]}}`, Phoenix.Presence's grouping."""
+    state: dict[str, Any] = {}
+    for entry in entries:
+        state.setdefault(entry["key"], {"metas": []})["metas"].append(entry["meta"])
+    return state
+
+
+def diff_payload(
+    joins: Iterable[Entry] = (), leaves: Iterable[Entry] = ()
+) -> dict[str, Any]:
+    return {"joins": state_payload(joins), "leaves": state_payload(leaves)}
+
+
+class PresenceStore(Protocol):
+    async def put(self, room: str, field: str, entry: Entry) -> None: ...
+
+    async def remove(self, room: str, field: str) -> Entry | None: ...
+
+    async def entries(self, room: str) -> dict[str, Entry]: ...
+
+    async def alive(self, node: str) -> None: ...
+
+    async def dead_fields(self, room: str) -> dict[str, Entry]: ...
+
+
+class MemoryPresence:
+    """One process holds everything; it never sees another process die."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, dict[str, Entry]] = {}
+
+    async def put(self, room: str, field: str, entry: Entry) -> None:
+        self.rooms.setdefault(room, {})[field] = entry
+
+    async def remove(self, room: str, field: str) -> Entry | None:
+        entries = self.rooms.get(room, {})
+        entry = entries.pop(field, None)
+        if not entries:
+            self.rooms.pop(room, None)
+        return entry
+
+    async def entries(self, room: str) -> dict[str, Entry]:
+        return dict(self.rooms.get(room, {}))
+
+    async def alive(self, node: str) -> None:
+        return None
+
+    async def dead_fields(self, room: str) -> dict[str, Entry]:
+        return {}
+
+
+class RedisPresence:
+    """A hash per room; liveness keys per process (`herald:node:<node>`)."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis
+
+        self.redis = redis.Redis.from_url(url, max_connections=settings.REDIS_POOL_SIZE)
+
+    @staticmethod
+    def _room(room: str) -> str:
+        return f"herald:presence:{room}"
+
+    async def put(self, room: str, field: str, entry: Entry) -> None:
+        await self.redis.hset(self._room(room), field, orjson.dumps(entry))
+
+    async def remove(self, room: str, field: str) -> Entry | None:
+        # HGET and HDEL in one transaction: of two processes sweeping the same
+        # dead entry, exactly one gets it back (and announces the leave).
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self._room(room), field)
+            pipe.hdel(self._room(room), field)
+            raw, removed = await pipe.execute()
+        return orjson.loads(raw) if raw is not None and removed else None
+
+    async def _all(self, room: str) -> dict[str, Entry]:
+        raw = await self.redis.hgetall(self._room(room))
+        return {_text(f): orjson.loads(v) for f, v in raw.items()}
+
+    async def _living(self, nodes: set[str]) -> set[str]:
+        ordered = sorted(nodes)
+        found = (
+            await self.redis.mget([f"herald:node:{n}" for n in ordered])
+            if nodes
+            else []
+        )
+        return {node for node, value in zip(ordered, found, strict=True) if value}
+
+    async def entries(self, room: str) -> dict[str, Entry]:
+        everything = await self._all(room)
+        living = await self._living({field_node(f) for f in everything})
+        return {f: e for f, e in everything.items() if field_node(f) in living}
+
+    async def dead_fields(self, room: str) -> dict[str, Entry]:
+        everything = await self._all(room)
+        living = await self._living({field_node(f) for f in everything})
+        return {f: e for f, e in everything.items() if field_node(f) not in living}
+
+    async def alive(self, node: str) -> None:
+        await self.redis.set(f"herald:node:{node}", b"1", ex=NODE_TTL)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def presence_store() -> PresenceStore:
+    if settings.REDIS_URL:
+        return RedisPresence(settings.REDIS_URL)
+    return MemoryPresence()

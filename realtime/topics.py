@@ -1,0 +1,169 @@
+"""Broadcast and presence on a joined channel (SPEC §7, §8, §10.3).
+
+A mixin of the socket consumer: what a client sends on its topic goes to the
+topic's group on the channel layer, so every process delivers it to its own
+members of the topic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from realtime.channel import JoinedChannel
+from realtime.channel_policy import channel_allowed
+from realtime.hub import hub
+from realtime.layer import broadcast_send, presence_send
+from realtime.presence import diff_payload, entry_field, phx_ref, state_payload
+from realtime.protocol import PRESENCE_STATE, Message, push
+
+# Slack over the tenant's limit, as Supabase allows for the envelope.
+PAYLOAD_SLACK = 500
+
+
+def write_denied(channel: JoinedChannel) -> dict[str, str]:
+    return {
+        "reason": "Unauthorized: You do not have permissions to write to this "
+        f"Channel topic: {channel.sub_topic}"
+    }
+
+
+class TopicsMixin(AsyncWebsocketConsumer):
+    """Needs the consumer's connection id and its two ways of answering."""
+
+    connection_id: str
+
+    async def reply(self, message: Message, status: str, response: Any) -> None:
+        raise NotImplementedError
+
+    async def send_message(self, message: Message) -> None:
+        raise NotImplementedError
+
+    def _payload_limit(self, channel: JoinedChannel) -> int:
+        return channel.principal.tenant.max_payload_size_kb * 1000 + PAYLOAD_SLACK
+
+    def _may_write(self, channel: JoinedChannel, extension: str) -> bool:
+        if not channel.config.private:
+            return True
+        return channel_allowed(
+            channel.rules,
+            role=channel.principal.role,
+            claims=channel.principal.claims,
+            topic=channel.sub_topic,
+            extension=extension,
+            action="write",
+        )
+
+    # --- Broadcast ----------------------------------------------------------------
+
+    async def on_broadcast(self, message: Message, channel: JoinedChannel) -> None:
+        payload = message.payload
+        if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
+            reason = "Broadcast payload must be an object with a string `event`"
+            await self.reply(message, "error", {"reason": reason})
+            return
+        inner = payload.get("payload")
+        raw = inner if isinstance(inner, bytes) else None
+        body = (
+            b"" if raw is not None else orjson.dumps({**payload, "type": "broadcast"})
+        )
+        if len(raw if raw is not None else body) > self._payload_limit(channel):
+            # Supabase answers with this bare string.
+            await self.reply(message, "error", "payload_size_exceeded")
+            return
+        if not self._may_write(channel, "broadcast"):
+            await self.reply(message, "error", write_denied(channel))
+            return
+        await broadcast_send(
+            channel.room,
+            topic=channel.topic,
+            payload_json=body,
+            sender=self.connection_id,
+            raw=None if raw is None else {"event": payload["event"], "payload": raw},
+        )
+        if channel.config.broadcast_ack:
+            await self.reply(message, "ok", {})
+
+    # --- Presence -----------------------------------------------------------------
+
+    async def on_presence(self, message: Message, channel: JoinedChannel) -> None:
+        payload = message.payload if isinstance(message.payload, dict) else {}
+        event = str(payload.get("event", "")).lower()
+        if event == "track":
+            await self._track(message, channel, payload.get("payload"))
+        elif event == "untrack":
+            await self.untrack(channel)
+            await self.reply(message, "ok", {})
+        else:
+            reason = f"Unknown presence event {event!r}: use track or untrack"
+            await self.reply(message, "error", {"reason": reason})
+
+    async def _track(self, message: Message, channel: JoinedChannel, meta: Any) -> None:
+        if not isinstance(meta, dict):
+            reason = "Presence track payload must be a map"
+            await self.reply(message, "error", {"reason": reason})
+            return
+        if len(orjson.dumps(meta)) > self._payload_limit(channel):
+            await self.reply(
+                message, "error", {"reason": "Track message size exceeded"}
+            )
+            return
+        if not self._may_write(channel, "presence"):
+            await self.reply(message, "error", write_denied(channel))
+            return
+        previous = channel.presence_meta
+        if (
+            previous is not None
+            and {k: v for k, v in previous.items() if k != "phx_ref"} == meta
+        ):
+            await self.reply(message, "ok", {})  # the same payload again: no change
+            return
+        if not channel.member_of_topic.presence_enabled:
+            # Tracking turns presence on; the state comes before any diff.
+            channel.member_of_topic.presence_enabled = True
+            await self.push_presence_state(channel)
+        await self._store_presence(channel, {**meta, "phx_ref": phx_ref()})
+        await self.reply(message, "ok", {})
+
+    async def _store_presence(
+        self, channel: JoinedChannel, meta: dict[str, Any]
+    ) -> None:
+        previous, key = channel.presence_meta, channel.presence_key
+        await hub().presence.put(
+            channel.room,
+            entry_field(hub().node, self.connection_id),
+            {"key": key, "meta": meta},
+        )
+        channel.presence_meta = meta
+        joined = (
+            meta if previous is None else {**meta, "phx_ref_prev": previous["phx_ref"]}
+        )
+        diff = diff_payload(
+            joins=[{"key": key, "meta": joined}],
+            leaves=[] if previous is None else [{"key": key, "meta": previous}],
+        )
+        await presence_send(channel.room, topic=channel.topic, diff=diff)
+
+    async def untrack(self, channel: JoinedChannel) -> None:
+        """Remove the channel's presence, announcing the leave to the topic."""
+        if channel.presence_meta is None:
+            return
+        channel.presence_meta = None
+        entry = await hub().presence.remove(
+            channel.room, entry_field(hub().node, self.connection_id)
+        )
+        if entry is not None:
+            await presence_send(
+                channel.room, topic=channel.topic, diff=diff_payload(leaves=[entry])
+            )
+
+    async def push_presence_state(self, channel: JoinedChannel) -> None:
+        if not channel.member_of_topic.read_presence:
+            return
+        entries = await hub().presence.entries(channel.room)
+        state = state_payload(entries.values())
+        await self.send_message(
+            push(channel.topic, PRESENCE_STATE, state, join_ref=channel.join_ref)
+        )
