@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from realtime.models import ApiKey, LiveUpdate, RowPolicy, Tenant
+from realtime.models import ApiKey, ChannelPolicy, LiveUpdate, RowPolicy, Tenant
 from realtime.services.tenants import api_key_create, api_key_revoke
 
 
@@ -99,6 +99,13 @@ class RowPolicyAdmin(admin.ModelAdmin):
     list_display = ["tenant", "table", "role", "rules", "created_at"]
     list_filter = ["tenant", "role"]
     search_fields = ["table", "tenant__slug"]
+
+
+@admin.register(ChannelPolicy)
+class ChannelPolicyAdmin(admin.ModelAdmin):
+    list_display = ["tenant", "pattern", "role", "extension", "read", "write"]
+    list_filter = ["tenant", "extension", "read", "write"]
+    search_fields = ["pattern", "tenant__slug"]
 
 
 @admin.register(LiveUpdate)

@@ -128,3 +128,26 @@ def test_add_row_policy_refuses_a_column_that_is_not_an_identifier(tenant):
             "site_id) OR (1=1=site_id",
         )
     assert not RowPolicy.objects.exists()
+
+
+@pytest.mark.django_db
+def test_add_channel_policy(tenant):
+    from realtime.models import ChannelPolicy
+
+    call_command(
+        "add_channel_policy",
+        "--tenant",
+        tenant.tenant.slug,
+        "--pattern",
+        "site:{site_id}",
+        "--role",
+        "authenticated",
+        "--write",
+    )
+    policy = ChannelPolicy.objects.get(tenant=tenant.tenant)
+    assert (policy.pattern, policy.role, policy.read, policy.write) == (
+        "site:{site_id}",
+        "authenticated",
+        True,
+        True,
+    )

@@ -29,7 +29,9 @@ def event(name):
 
 def track(ws, topic, meta):
     body = {"type": "presence", "event": "track", "payload": meta}
-    return ws.reply_to(ws.push(f"realtime:{topic}", "presence", body, join_ref=ws.join_ref))
+    return ws.reply_to(
+        ws.push(f"realtime:{topic}", "presence", body, join_ref=ws.join_ref)
+    )
 
 
 def metas(state, key):
@@ -37,14 +39,20 @@ def metas(state, key):
 
 
 def test_state_on_join_then_join_update_and_leave_diffs(tenant, sockets):
-    watcher, walker = sockets(tenant.publishable_key, vsn="2.0.0"), sockets(tenant.publishable_key)
+    watcher, walker = (
+        sockets(tenant.publishable_key, vsn="2.0.0"),
+        sockets(tenant.publishable_key),
+    )
     watcher.join("room", **PRESENCE)
     state = watcher.recv_until(event("presence_state"))
     assert state["payload"] == {} and state["join_ref"] == watcher.join_ref
     walker.join("room", presence={"enabled": True, "key": "user-42"})
     assert walker.recv_until(event("presence_state"))["payload"] == {}
 
-    assert track(walker, "room", {"online_at": 1})["payload"] == {"status": "ok", "response": {}}
+    assert track(walker, "room", {"online_at": 1})["payload"] == {
+        "status": "ok",
+        "response": {},
+    }
     joined = watcher.recv_until(event("presence_diff"))
     assert joined["raw"][:2] == [None, None] and joined["payload"]["leaves"] == {}
     [meta] = metas(joined["payload"]["joins"], "user-42")
@@ -67,7 +75,9 @@ def test_state_on_join_then_join_update_and_leave_diffs(tenant, sockets):
 
     walker.close()
     leave = watcher.recv_until(event("presence_diff"))["payload"]
-    assert leave["joins"] == {} and metas(leave["leaves"], "user-42")[0]["online_at"] == 2
+    assert (
+        leave["joins"] == {} and metas(leave["leaves"], "user-42")[0]["online_at"] == 2
+    )
 
 
 def test_same_payload_twice_is_no_change(tenant, sockets):
@@ -87,10 +97,16 @@ def test_untrack_and_server_chosen_keys(tenant, sockets):
     track(walker, "room", {"a": 1})
     [key] = watcher.recv_until(event("presence_diff"))["payload"]["joins"]
     assert len(key) == 36  # a UUID chosen by the server
-    ref = walker.push("realtime:room", "presence", {"type": "presence", "event": "untrack"},
-                      join_ref=walker.join_ref)
+    ref = walker.push(
+        "realtime:room",
+        "presence",
+        {"type": "presence", "event": "untrack"},
+        join_ref=walker.join_ref,
+    )
     assert walker.reply_to(ref)["payload"]["status"] == "ok"
-    assert list(watcher.recv_until(event("presence_diff"))["payload"]["leaves"]) == [key]
+    assert list(watcher.recv_until(event("presence_diff"))["payload"]["leaves"]) == [
+        key
+    ]
 
 
 def test_non_object_payload_is_refused_and_others_unaffected(tenant, sockets):
@@ -98,8 +114,10 @@ def test_non_object_payload_is_refused_and_others_unaffected(tenant, sockets):
     watcher.join("room", **PRESENCE)
     walker.join("room", **PRESENCE)
     refused = track(walker, "room", ["not", "a", "map"])
-    assert refused["payload"] == {"status": "error", "response": {
-        "reason": "Presence track payload must be a map"}}
+    assert refused["payload"] == {
+        "status": "error",
+        "response": {"reason": "Presence track payload must be a map"},
+    }
     assert watcher.quiet(event("presence_diff"))
     track(walker, "room", {"fine": True})
     assert watcher.recv_until(event("presence_diff"))["payload"]["joins"]
@@ -107,18 +125,24 @@ def test_non_object_payload_is_refused_and_others_unaffected(tenant, sockets):
 
 def test_presence_crosses_processes(tenant, sockets, start_server):
     other = start_server()
-    watcher, walker = sockets(tenant.publishable_key), sockets(tenant.publishable_key,
-                                                                server=other)
+    watcher, walker = (
+        sockets(tenant.publishable_key),
+        sockets(tenant.publishable_key, server=other),
+    )
     watcher.join("room", **PRESENCE)
     walker.join("room", presence={"enabled": True, "key": "far"})
     track(walker, "room", {"where": "other process"})
     assert metas(watcher.recv_until(event("presence_diff"))["payload"]["joins"], "far")
 
 
-def test_a_killed_process_presences_leave_within_the_bound(tenant, sockets, start_server):
+def test_a_killed_process_presences_leave_within_the_bound(
+    tenant, sockets, start_server
+):
     doomed = start_server()
-    watcher, walker = sockets(tenant.publishable_key), sockets(tenant.publishable_key,
-                                                                server=doomed)
+    watcher, walker = (
+        sockets(tenant.publishable_key),
+        sockets(tenant.publishable_key, server=doomed),
+    )
     watcher.join("room", **PRESENCE)
     walker.join("room", presence={"enabled": True, "key": "ghost"})
     track(walker, "room", {"n": 1})
