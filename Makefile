@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint system-deps migrate clean
+.PHONY: run test lint system-deps clients migrate clean
 
 # --- Python environment --------------------------------------------------------
 
@@ -24,15 +24,28 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	@bash .ci/system-deps
 
+# --- The official Supabase clients the tests drive (Node and a venv of their own) ---
+# The PyPI client is imported as `realtime`, like Herald's app: it gets its own venv.
+
+CLIENTS := tests/clients
+
+$(CLIENTS)/.venv/.installed: $(CLIENTS)/package-lock.json $(CLIENTS)/requirements.txt | $(VENV)/.installed system-deps
+	cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+	$(PY) -m venv $(CLIENTS)/.venv
+	$(CLIENTS)/.venv/bin/pip install -q -r $(CLIENTS)/requirements.txt
+	@touch $@
+
+clients: $(CLIENTS)/.venv/.installed
+
 # --- The two commands ---------------------------------------------------------------
 
 run: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py demo_tenant --url http://$(HOST):$(PORT)
-	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed system-deps
+test: $(VENV)/.installed system-deps clients
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
@@ -44,4 +57,4 @@ migrate: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput
 
 clean:
-	rm -rf $(VENV) var db.sqlite3
+	rm -rf $(VENV) var db.sqlite3 $(CLIENTS)/.venv $(CLIENTS)/node_modules

@@ -42,7 +42,7 @@ def embedded_env(tmp: Path) -> dict[str, str]:
 
 
 class Server:
-    """One daphne process serving config.asgi on a free loopback port."""
+    """One `manage.py serve` (daphne) process on a free loopback port."""
 
     def __init__(self, env: dict[str, str], *, log: Path) -> None:
         self.port = free_port()
@@ -51,16 +51,7 @@ class Server:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "config.asgi:application",
-            ],
+            [sys.executable, "manage.py", "serve", "--port", str(self.port)],
             cwd=ROOT,
             env=env,
             stdout=self._log,

@@ -1,0 +1,48 @@
+"""Serve Herald with daphne, with the options a realtime server needs."""
+
+from typing import Any
+
+from daphne.cli import CommandLineInterface
+from django.core.management.base import BaseCommand, CommandParser
+
+from realtime.protocol import MAX_FRAME_BYTES
+
+
+def daphne_args(*, host: str, port: int, extra: list[str]) -> list[str]:
+    return [
+        "-b",
+        host,
+        "-p",
+        str(port),
+        # Supabase accepts frames up to 5 MB; daphne's default is 1 MiB and it
+        # drops the connection past it. daphne closes with 1009 over this.
+        "--websocket-max-message-size",
+        str(MAX_FRAME_BYTES),
+        "--websocket-max-frame-size",
+        str(MAX_FRAME_BYTES),
+        # daphne closes every socket after a day by default; clients hold theirs.
+        "--websocket_timeout",
+        "-1",
+        *extra,
+        "config.asgi:application",
+    ]
+
+
+class Command(BaseCommand):
+    help = "Serve HTTP and WebSockets (daphne) on HOST:PORT."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "daphne_options", nargs="*", help="more daphne options, after --"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        CommandLineInterface().run(
+            daphne_args(
+                host=options["host"],
+                port=options["port"],
+                extra=options["daphne_options"],
+            )
+        )
