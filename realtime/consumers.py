@@ -17,11 +17,13 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from audit.models import EventType
 from realtime import errors
-from realtime.auth import Principal, principal_for_tenant, principal_from_apikey
+from realtime.auth import Principal
 from realtime.bindings import join_reply_entries, parse_bindings
 from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
 from realtime.channel_policy import ChannelRule, channel_allowed
+from realtime.guards import GuardsMixin, LimitReached
 from realtime.hub import Member, TopicMember, hub
 from realtime.layer import topic_group
 from realtime.protocol import (
@@ -40,8 +42,15 @@ from realtime.protocol import (
     reply,
 )
 from realtime.selectors import channel_rules
+from realtime.services.sockets import (
+    connection_close,
+    connection_open,
+    join_principal,
+    refusal_event,
+    refusal_record,
+)
 from realtime.topics import TopicsMixin
-from subscriptions.services import subscription_open, subscriptions_close
+from subscriptions.services import subscription_close, subscription_open
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +58,11 @@ logger = logging.getLogger(__name__)
 # past the same limit (see `manage.py serve`) and lets an application use only
 # 1000 or 3000-4999, so this is 1009 in the application range.
 CLOSE_TOO_BIG = 4009
+
+
+def client_ip(scope: dict[str, Any]) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
 
 
 def query_param(scope: dict[str, Any], name: str) -> str | None:
@@ -73,7 +87,7 @@ def read_rights(
     )
 
 
-class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
+class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
     # No per-socket layer channel: an alias with no layer behind it makes
     # Channels skip creating one (and the receive task it would need).
     channel_layer_alias = "herald.sockets-have-no-channel"
@@ -84,13 +98,14 @@ class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.channels: dict[str, JoinedChannel] = {}
         self.connection_id = uuid.uuid4().hex
+        self.ip = client_ip(self.scope)
         codec = codec_for_vsn(query_param(self.scope, "vsn"))
         if codec is None:
             await self.close()  # before accept: HTTP 403, as Phoenix does
             return
         try:
-            self.principal = await database_sync_to_async(principal_from_apikey)(
-                query_param(self.scope, "apikey")
+            self.principal = await database_sync_to_async(connection_open)(
+                apikey=query_param(self.scope, "apikey"), ip=self.ip
             )
         except errors.HeraldError as exc:
             logger.info("Socket refused: %s", exc.message)
@@ -98,10 +113,16 @@ class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
             return
         self.codec = codec
         await self.accept()
+        await self.hold_connection()
 
     async def disconnect(self, code: int) -> None:
         for channel in list(self.channels.values()):
             await self._forget(channel)
+        if hasattr(self, "codec"):  # it was accepted
+            await self.release_connection()
+            await database_sync_to_async(connection_close)(
+                principal=self.principal, ip=self.ip, code=code
+            )
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None
@@ -115,10 +136,20 @@ class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
         except ProtocolError as exc:
             await self._refuse_frame(exc)
             return
+        if message.event != HEARTBEAT and not self.within_message_rate():
+            await self._too_many_messages(message)
+            return
         await self.dispatch_frame(message)
+
+    async def _too_many_messages(self, message: Message) -> None:
+        channel = self.channels.get(message.topic)
+        if channel is not None:
+            await self.limit_record("Too many messages per second", channel.topic)
+            await self.shut(channel, "Too many messages per second")
 
     async def dispatch_frame(self, message: Message) -> None:
         if message.topic == PHOENIX_TOPIC and message.event == HEARTBEAT:
+            hub().seen.update(c.subscription_id for c in self.channels.values())
             await self.reply(message, "ok", {})
         elif message.event == PHX_JOIN:
             await self.on_join(message)
@@ -175,15 +206,26 @@ class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
             await self._forget(old)
             await self.send_message(close(topic, old.join_ref))
         try:
+            await self.check_join_rate(self.principal, topic)
             channel = await self._authorize_join(message)
+        except LimitReached as exc:
+            await self.reply(message, "error", {"reason": exc.reason})
+            return
         except errors.HeraldError as exc:
+            await database_sync_to_async(refusal_record)(
+                event_type=EventType.JOIN_REFUSED,
+                reason=exc.reason,
+                principal=self.principal,
+                target=topic,
+                ip=self.ip,
+            )
             await self.reply(message, "error", {"reason": exc.reason})
             return
         await self._start(channel, message)
 
     async def _authorize_join(self, message: Message) -> JoinedChannel:
         token = join_token(message.payload)
-        principal = await self._principal_for(token)
+        principal = await self._principal_for(token, message.topic)
         config = JoinConfig.parse(message.payload)
         sub_topic = message.topic[len(TOPIC_PREFIX) :]
         rules: list[ChannelRule] = []
@@ -246,7 +288,11 @@ class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
             node=hub().node,
             connection=self.connection_id,
             join_ref=channel.join_ref,
+            ip=self.ip,
         )
+        channel.member_of_topic.subscription_id = channel.subscription_id
+        if channel.member is not None:
+            channel.member.subscription_id = channel.subscription_id
         self.channels[channel.topic] = channel
         self._schedule_expiry(channel)
         await self.reply(message, "ok", {"postgres_changes": entries})
@@ -280,16 +326,23 @@ class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
         channel.cancel_expiry()
         await self.untrack(channel)
         await hub().leave_room(channel.room, channel.member_of_topic)
-        delivered = 0
+        members: list[Member | TopicMember] = [channel.member_of_topic]
         if channel.member is not None:
             await hub().remove(channel.member)
-            delivered = channel.member.delivered
+            members.append(channel.member)
+        # What was delivered since the hub's last flush of this subscription.
+        unflushed = sum(m.delivered - m.flushed for m in members)
+        for member in members:
+            member.flushed = member.delivered
         if channel.subscription_id:
-            await database_sync_to_async(subscriptions_close)(
-                delivered={channel.subscription_id: delivered}
+            await database_sync_to_async(subscription_close)(
+                subscription_id=channel.subscription_id,
+                delivered=unflushed,
+                principal=channel.principal,
+                ip=self.ip,
             )
 
-    async def _shut(self, channel: JoinedChannel, reason: str) -> None:
+    async def shut(self, channel: JoinedChannel, reason: str) -> None:
         """Close a channel from the server side: a system error, then phx_close."""
         await self._forget(channel)
         await self.send_message(
@@ -299,11 +352,11 @@ class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
 
     # --- Tokens -------------------------------------------------------------------
 
-    async def _principal_for(self, token: str | None) -> Principal:
+    async def _principal_for(self, token: str | None, topic: str) -> Principal:
         if token is None:
             return self.principal  # supabase-js often joins without a token
-        return await database_sync_to_async(principal_for_tenant)(
-            self.principal.tenant, token
+        return await database_sync_to_async(join_principal)(
+            connection=self.principal, token=token, topic=topic, ip=self.ip
         )
 
     async def on_access_token(self, message: Message, channel: JoinedChannel) -> None:
@@ -311,14 +364,14 @@ class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
         if token is None or token == channel.token:
             return
         try:
-            principal = await self._principal_for(token)
+            principal = await self._principal_for(token, channel.topic)
         except errors.HeraldError as exc:
-            await self._shut(channel, exc.message)
+            await self.shut(channel, exc.message)
             return
         if channel.config.private:
             can_read = read_rights(channel.rules, principal, channel.sub_topic)
             if not any(can_read):
-                await self._shut(
+                await self.shut(
                     channel,
                     "You no longer have permission to read from this Channel topic: "
                     + channel.sub_topic,
@@ -343,7 +396,15 @@ class RealtimeConsumer(TopicsMixin, AsyncWebsocketConsumer):
     async def _expire(self, channel: JoinedChannel) -> None:
         if self.channels.get(channel.topic) is channel:
             lapsed = int(time.time() - (channel.principal.exp or 0))
-            await self._shut(channel, f"Token has expired {lapsed} seconds ago")
+            reason = f"Token has expired {lapsed} seconds ago"
+            await database_sync_to_async(refusal_record)(
+                event_type=refusal_event(errors.TokenExpired(reason)),
+                reason=reason,
+                principal=channel.principal,
+                target=channel.topic,
+                ip=self.ip,
+            )
+            await self.shut(channel, reason)
 
 
 class ChannelLimit(errors.HeraldError):

@@ -35,11 +35,13 @@ from realtime.layer import (
     stream_group,
     tenant_group,
 )
-from realtime.presence import SWEEP_PERIOD, diff_payload, presence_store
+from realtime.limits import counters
+from realtime.presence import SWEEP_PERIOD, diff_payload, presence_store, redis_client
 from realtime.protocol import BROADCAST, POSTGRES_CHANGES, PRESENCE_DIFF, Codec
 from realtime.protocol.binary import encode_user_broadcast
 from realtime.row_policy import relevant_claims, row_visible
 from realtime.selectors import Rules, row_policy_rules
+from subscriptions.services import subscriptions_flush
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ POLICY_TTL = 5.0
 # channels-redis expires group memberships after a day, and a restarted Redis
 # forgets them at once: memberships are re-added on this period.
 MEMBERSHIP_REFRESH = 30.0
+# Heartbeats and delivery counts reach the subscription rows in batches.
+LEDGER_FLUSH = 15.0
 
 
 @dataclass(eq=False, slots=True)
@@ -63,7 +67,9 @@ class Member:
     topic: str
     bindings: tuple[Binding, ...]
     principal: Principal
+    subscription_id: int = 0
     delivered: int = 0
+    flushed: int = 0
 
     @property
     def tenant_id(self) -> int:
@@ -102,6 +108,9 @@ class TopicMember:
     read_broadcast: bool = True
     read_presence: bool = True
     presence_enabled: bool = False
+    subscription_id: int = 0
+    delivered: int = 0
+    flushed: int = 0
 
     def wants_presence(self) -> bool:
         return self.presence_enabled and self.read_presence
@@ -209,7 +218,11 @@ class Hub:
         # topic group → the local channels on that topic
         self.rooms: dict[str, dict[int, TopicMember]] = {}
         self.policies = PolicyCache()
-        self.presence = presence_store()
+        redis = redis_client()
+        self.presence = presence_store(redis)
+        self.counters = counters(redis)
+        # Subscriptions whose sockets sent a heartbeat since the last flush.
+        self.seen: set[int] = set()
         self._start_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -222,6 +235,7 @@ class Hub:
                     asyncio.create_task(self._receive_loop()),
                     asyncio.create_task(self._refresh_loop()),
                     asyncio.create_task(self._presence_loop()),
+                    asyncio.create_task(self._ledger_loop()),
                 ]
         return self.channel
 
@@ -311,6 +325,37 @@ class Hub:
             except Exception:
                 logger.exception("Hub %s could not refresh its groups", self.node)
 
+    def _deliveries(self) -> dict[int, int]:
+        """Deliveries per subscription since the last flush (marked as flushed)."""
+        members: list[Member | TopicMember] = [
+            m
+            for a in self.groups.values()
+            for x in a.values()
+            for m in x.members.values()
+        ]
+        members += [m for room in self.rooms.values() for m in room.values()]
+        counts: dict[int, int] = {}
+        for member in {id(m): m for m in members}.values():
+            if member.subscription_id and member.delivered > member.flushed:
+                counts[member.subscription_id] = (
+                    counts.get(member.subscription_id, 0)
+                    + member.delivered
+                    - member.flushed
+                )
+                member.flushed = member.delivered
+        return counts
+
+    async def _ledger_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LEDGER_FLUSH)
+            seen, self.seen = self.seen, set()
+            try:
+                await database_sync_to_async(subscriptions_flush)(
+                    seen=seen, delivered=self._deliveries()
+                )
+            except Exception:
+                logger.exception("Hub %s could not flush its subscriptions", self.node)
+
     async def _presence_loop(self) -> None:
         """Keep this process alive in the presence store; sweep out the dead."""
         while True:
@@ -361,6 +406,7 @@ class Hub:
             if frame is None:
                 frame = frames[key] = self._broadcast_frame(member, message)
             await member.send({"type": "websocket.send", event: frame})
+            member.delivered += 1
 
     @staticmethod
     def _broadcast_frame(member: TopicMember, message: dict[str, Any]) -> str | bytes:

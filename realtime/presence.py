@@ -32,6 +32,17 @@ def phx_ref() -> str:
     return base64.b64encode(os.urandom(8)).decode()
 
 
+def node_key(node: str) -> str:
+    """The liveness key a running process refreshes (`NODE_TTL` seconds)."""
+    return f"herald:node:{node}"
+
+
+async def living_nodes(redis: Any, nodes: Iterable[str]) -> set[str]:
+    ordered = sorted(set(nodes))
+    found = await redis.mget([node_key(n) for n in ordered]) if ordered else []
+    return {node for node, value in zip(ordered, found, strict=True) if value}
+
+
 def entry_field(node: str, connection: str) -> str:
     return f"{node}|{connection}"
 
@@ -95,10 +106,8 @@ class MemoryPresence:
 class RedisPresence:
     """A hash per room; liveness keys per process (`herald:node:<node>`)."""
 
-    def __init__(self, url: str) -> None:
-        import redis.asyncio as redis
-
-        self.redis = redis.Redis.from_url(url, max_connections=settings.REDIS_POOL_SIZE)
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
 
     @staticmethod
     def _room(room: str) -> str:
@@ -120,34 +129,34 @@ class RedisPresence:
         raw = await self.redis.hgetall(self._room(room))
         return {_text(f): orjson.loads(v) for f, v in raw.items()}
 
-    async def _living(self, nodes: set[str]) -> set[str]:
-        ordered = sorted(nodes)
-        found = (
-            await self.redis.mget([f"herald:node:{n}" for n in ordered])
-            if nodes
-            else []
-        )
-        return {node for node, value in zip(ordered, found, strict=True) if value}
-
     async def entries(self, room: str) -> dict[str, Entry]:
         everything = await self._all(room)
-        living = await self._living({field_node(f) for f in everything})
+        living = await living_nodes(self.redis, map(field_node, everything))
         return {f: e for f, e in everything.items() if field_node(f) in living}
 
     async def dead_fields(self, room: str) -> dict[str, Entry]:
         everything = await self._all(room)
-        living = await self._living({field_node(f) for f in everything})
+        living = await living_nodes(self.redis, map(field_node, everything))
         return {f: e for f, e in everything.items() if field_node(f) not in living}
 
     async def alive(self, node: str) -> None:
-        await self.redis.set(f"herald:node:{node}", b"1", ex=NODE_TTL)
+        await self.redis.set(node_key(node), b"1", ex=NODE_TTL)
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def presence_store() -> PresenceStore:
-    if settings.REDIS_URL:
-        return RedisPresence(settings.REDIS_URL)
-    return MemoryPresence()
+def redis_client() -> Any:
+    """A Redis client for this process's shared state, or None without Redis."""
+    if not settings.REDIS_URL:
+        return None
+    import redis.asyncio as redis
+
+    return redis.Redis.from_url(
+        settings.REDIS_URL, max_connections=settings.REDIS_POOL_SIZE
+    )
+
+
+def presence_store(redis: Any) -> PresenceStore:
+    return RedisPresence(redis) if redis is not None else MemoryPresence()

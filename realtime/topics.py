@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from channels.generic.websocket import AsyncWebsocketConsumer
 
 from realtime.channel import JoinedChannel
 from realtime.channel_policy import channel_allowed
+from realtime.guards import GuardsMixin, LimitReached
 from realtime.hub import hub
 from realtime.layer import broadcast_send, presence_send
 from realtime.presence import diff_payload, entry_field, phx_ref, state_payload
@@ -30,7 +30,7 @@ def write_denied(channel: JoinedChannel) -> dict[str, str]:
     }
 
 
-class TopicsMixin(AsyncWebsocketConsumer):
+class TopicsMixin(GuardsMixin):
     """Needs the consumer's connection id and its two ways of answering."""
 
     connection_id: str
@@ -39,6 +39,9 @@ class TopicsMixin(AsyncWebsocketConsumer):
         raise NotImplementedError
 
     async def send_message(self, message: Message) -> None:
+        raise NotImplementedError
+
+    async def shut(self, channel: JoinedChannel, reason: str) -> None:
         raise NotImplementedError
 
     def _payload_limit(self, channel: JoinedChannel) -> int:
@@ -91,6 +94,11 @@ class TopicsMixin(AsyncWebsocketConsumer):
     async def on_presence(self, message: Message, channel: JoinedChannel) -> None:
         payload = message.payload if isinstance(message.payload, dict) else {}
         event = str(payload.get("event", "")).lower()
+        try:
+            await self.check_presence_rate(channel.principal, channel.topic)
+        except LimitReached as exc:
+            await self.shut(channel, exc.reason)
+            return
         if event == "track":
             await self._track(message, channel, payload.get("payload"))
         elif event == "untrack":

@@ -1,14 +1,20 @@
-"""Subscription rows: opened when a socket joins a channel, closed when it leaves."""
+"""Subscription rows: opened when a socket joins a channel, closed when it leaves.
+
+Heartbeats and deliveries are not written one by one: the process batches
+them (see `subscriptions_flush`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, IntegerField, Value, When
 from django.utils import timezone
 
+from audit.models import EventType
+from audit.services import activity_record
 from realtime.auth import Principal
 from subscriptions.models import Subscription
 
@@ -22,30 +28,77 @@ def subscription_open(
     node: str,
     connection: str,
     join_ref: str | None,
+    ip: str | None = None,
 ) -> int:
-    """Record a joined channel; returns its id."""
-    return Subscription.objects.create(
-        tenant=principal.tenant,
-        topic=topic[:255],
-        role=principal.role[:63],
-        sub=principal.sub[:255],
-        bindings=list(bindings),
-        private=private,
-        node=node,
-        connection=connection,
-        join_ref=(join_ref or "")[:64],
-    ).pk
+    """Record a joined channel and its `join` activity; returns its id."""
+    with transaction.atomic():
+        subscription = Subscription.objects.create(
+            tenant=principal.tenant,
+            topic=topic[:255],
+            role=principal.role[:63],
+            sub=principal.sub[:255],
+            bindings=list(bindings),
+            private=private,
+            node=node,
+            connection=connection,
+            join_ref=(join_ref or "")[:64],
+        )
+        activity_record(
+            event_type=EventType.JOIN,
+            principal=principal,
+            target=topic,
+            ip=ip,
+            details={"subscription": subscription.pk, "private": private},
+        )
+    return subscription.pk
 
 
-def subscriptions_close(*, delivered: Mapping[int, int]) -> None:
-    """Close subscriptions (id → messages delivered since they were opened)."""
+def subscription_close(
+    *,
+    subscription_id: int,
+    delivered: int,
+    principal: Principal,
+    ip: str | None = None,
+) -> None:
+    """Close a subscription, adding what was delivered since the last flush."""
     now = timezone.now()
     with transaction.atomic():
-        for pk, count in delivered.items():
-            Subscription.objects.filter(pk=pk, state=Subscription.State.ACTIVE).update(
-                state=Subscription.State.CLOSED,
-                closed_at=now,
-                last_seen_at=now,
-                delivered_count=F("delivered_count") + count,
-                last_delivered_at=now if count else F("last_delivered_at"),
+        closed = Subscription.objects.filter(
+            pk=subscription_id, state=Subscription.State.ACTIVE
+        ).update(
+            state=Subscription.State.CLOSED,
+            closed_at=now,
+            last_seen_at=now,
+            delivered_count=F("delivered_count") + delivered,
+            last_delivered_at=now if delivered else F("last_delivered_at"),
+        )
+        if closed:
+            topic = Subscription.objects.values_list("topic", flat=True).get(
+                pk=subscription_id
             )
+            activity_record(
+                event_type=EventType.LEAVE,
+                principal=principal,
+                target=topic,
+                ip=ip,
+                details={"subscription": subscription_id},
+            )
+
+
+def subscriptions_flush(*, seen: Collection[int], delivered: Mapping[int, int]) -> None:
+    """Mark subscriptions seen and add delivery counts, in two statements."""
+    now = timezone.now()
+    active = Subscription.objects.filter(state=Subscription.State.ACTIVE)
+    if seen:
+        active.filter(pk__in=seen).update(last_seen_at=now)
+    if delivered:
+        active.filter(pk__in=delivered).update(
+            delivered_count=F("delivered_count")
+            + Case(
+                *(When(pk=pk, then=Value(n)) for pk, n in delivered.items()),
+                default=Value(0),
+                output_field=IntegerField(),
+            ),
+            last_delivered_at=now,
+            last_seen_at=now,
+        )

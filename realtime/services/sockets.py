@@ -1,0 +1,90 @@
+"""A socket's life as the activity log sees it: connect, refusals, disconnect."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from audit.models import EventType
+from audit.services import activity_record
+from realtime import errors
+from realtime.auth import Principal, principal_for_tenant, principal_from_apikey
+from realtime.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+# Refusals worth one activity row each, but not a flood of them: at most one
+# row per (tenant, kind, ip) in this many seconds, per process.
+REFUSAL_LOG_INTERVAL = 10.0
+_last_logged: dict[tuple[int | None, int, str | None], float] = {}
+
+
+def refusal_event(exc: errors.HeraldError) -> EventType:
+    if isinstance(exc, errors.TokenExpired):
+        return EventType.TOKEN_EXPIRED
+    if isinstance(exc, errors.AuthError):
+        return EventType.TOKEN_REFUSED
+    return EventType.JOIN_REFUSED
+
+
+def refusal_record(
+    *,
+    event_type: EventType,
+    reason: str,
+    tenant: Tenant | None = None,
+    principal: Principal | None = None,
+    target: str = "",
+    ip: str | None = None,
+) -> None:
+    """An activity row for a refusal or a limit, throttled per tenant and IP."""
+    tenant = tenant or (principal.tenant if principal else None)
+    key = (tenant.pk if tenant else None, int(event_type), ip)
+    now = time.monotonic()
+    if now - _last_logged.get(key, -REFUSAL_LOG_INTERVAL) < REFUSAL_LOG_INTERVAL:
+        return
+    _last_logged[key] = now
+    activity_record(
+        event_type=event_type,
+        tenant=tenant,
+        principal=principal,
+        target=target,
+        ip=ip,
+        details={"reason": reason},
+    )
+
+
+def connection_open(*, apikey: str | None, ip: str | None) -> Principal:
+    """Resolve the socket's key; every outcome is written to the activity log."""
+    try:
+        principal = principal_from_apikey(apikey)
+    except errors.HeraldError as exc:
+        refusal_record(event_type=refusal_event(exc), reason=exc.message, ip=ip)
+        raise
+    activity_record(event_type=EventType.CONNECT, principal=principal, ip=ip)
+    return principal
+
+
+def connection_close(*, principal: Principal, ip: str | None, code: int) -> None:
+    activity_record(
+        event_type=EventType.DISCONNECT,
+        principal=principal,
+        ip=ip,
+        details={"code": code},
+    )
+
+
+def join_principal(
+    *, connection: Principal, token: str, topic: str, ip: str | None
+) -> Principal:
+    """The principal of a join's own token, or its refusal, written down."""
+    try:
+        return principal_for_tenant(connection.tenant, token)
+    except errors.HeraldError as exc:
+        refusal_record(
+            event_type=refusal_event(exc),
+            reason=exc.message,
+            principal=connection,
+            target=topic,
+            ip=ip,
+        )
+        raise
