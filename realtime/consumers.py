@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 # past the same limit (see `manage.py serve`) and lets an application use only
 # 1000 or 3000-4999, so this is 1009 in the application range.
 CLOSE_TOO_BIG = 4009
+# Closed on an order: the key was revoked or the tenant suspended.
+CLOSE_ORDERED = 4001
 
 
 def client_ip(scope: dict[str, Any]) -> str | None:
@@ -113,9 +115,11 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             return
         self.codec = codec
         await self.accept()
-        await self.hold_connection()
+        if await self.hold_connection():
+            await hub().register(self)
 
     async def disconnect(self, code: int) -> None:
+        hub().unregister(self)
         for channel in list(self.channels.values()):
             await self._forget(channel)
         if hasattr(self, "codec"):  # it was accepted
@@ -142,10 +146,14 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         await self.dispatch_frame(message)
 
     async def _too_many_messages(self, message: Message) -> None:
+        """Over the rate: the channel is shut, as Supabase does; else say why."""
+        reason = "Too many messages per second"
         channel = self.channels.get(message.topic)
-        if channel is not None:
-            await self.limit_record("Too many messages per second", channel.topic)
-            await self.shut(channel, "Too many messages per second")
+        if channel is None:
+            await self.reply(message, "error", {"reason": reason})
+            return
+        await self.limit_record(reason, channel.topic)
+        await self.shut(channel, reason)
 
     async def dispatch_frame(self, message: Message) -> None:
         if message.topic == PHOENIX_TOPIC and message.event == HEARTBEAT:
@@ -349,6 +357,35 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             channel.system(status="error", message=reason, extension="system")
         )
         await self.send_message(close(channel.topic, channel.join_ref))
+
+    # --- Orders from elsewhere (revoked keys, suspended tenants, admins) --------
+
+    def matches(self, order: dict[str, Any]) -> bool:
+        """Does a disconnect order concern this socket or one of its channels?"""
+        if order.get("connection") is not None:
+            return bool(order["connection"] == self.connection_id)
+        if order.get("tenant") is not None:
+            return bool(order["tenant"] == self.principal.tenant.pk)
+        principals = [self.principal, *(c.principal for c in self.channels.values())]
+        return any(p.key_id == order.get("key") for p in principals)
+
+    async def obey(self, order: dict[str, Any]) -> None:
+        reason = order["reason"]
+        whole = order.get("tenant") is not None or (
+            order.get("key") is not None and self.principal.key_id == order["key"]
+        )
+        for channel in list(self.channels.values()):
+            if (
+                whole
+                or order.get("topic") == channel.topic
+                or (
+                    order.get("key") is not None
+                    and channel.principal.key_id == order["key"]
+                )
+            ):
+                await self.shut(channel, reason)
+        if whole:
+            await self.close(code=CLOSE_ORDERED)
 
     # --- Tokens -------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from channels.db import database_sync_to_async
@@ -29,6 +29,8 @@ from realtime.bindings import Binding, binding_matches
 from realtime.layer import (
     BROADCAST_TYPE,
     CHANGE_TYPE,
+    CONTROL_GROUP,
+    CONTROL_TYPE,
     PRESENCE_TYPE,
     layer,
     presence_send,
@@ -46,6 +48,17 @@ from subscriptions.services import subscriptions_flush
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Socket(Protocol):
+    """What the hub needs of a connected consumer to close it on orders."""
+
+    connection_id: str
+
+    def matches(self, order: dict[str, Any]) -> bool: ...
+
+    async def obey(self, order: dict[str, Any]) -> None: ...
+
 
 # Claims that differ between two tokens of the same user and never decide a
 # row policy; leaving them out lets such sockets share an audience.
@@ -223,6 +236,8 @@ class Hub:
         self.counters = counters(redis)
         # Subscriptions whose sockets sent a heartbeat since the last flush.
         self.seen: set[int] = set()
+        # connection id → the consumer holding it, for orders from elsewhere.
+        self.sockets: dict[str, Socket] = {}
         self._start_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -230,6 +245,7 @@ class Hub:
         async with self._start_lock:
             if self.channel is None:
                 self.channel = await layer().new_channel("herald.node.")
+                await layer().group_add(CONTROL_GROUP, self.channel)
                 await self.presence.alive(self.node)
                 self._tasks = [
                     asyncio.create_task(self._receive_loop()),
@@ -271,6 +287,13 @@ class Hub:
                 del self.groups[group]
                 if self.channel is not None:
                     await layer().group_discard(group, self.channel)
+
+    async def register(self, socket: Socket) -> None:
+        await self._ensure_started()
+        self.sockets[socket.connection_id] = socket
+
+    def unregister(self, socket: Socket) -> None:
+        self.sockets.pop(socket.connection_id, None)
 
     async def join_room(self, group: str, member: TopicMember) -> None:
         """Deliver the topic's broadcasts and presence diffs to a channel."""
@@ -320,7 +343,7 @@ class Hub:
         while True:
             await asyncio.sleep(MEMBERSHIP_REFRESH)
             try:
-                for group in [*self.groups, *self.rooms]:
+                for group in [CONTROL_GROUP, *self.groups, *self.rooms]:
                     await layer().group_add(group, self.channel)
             except Exception:
                 logger.exception("Hub %s could not refresh its groups", self.node)
@@ -385,6 +408,10 @@ class Hub:
             await self.dispatch_broadcast(message)
         elif kind == PRESENCE_TYPE:
             await self.dispatch_presence(message)
+        elif kind == CONTROL_TYPE:
+            for socket in list(self.sockets.values()):
+                if socket.matches(message):
+                    await socket.obey(message)
 
     async def dispatch_broadcast(self, message: dict[str, Any]) -> None:
         room = self.rooms.get(message["stream"], {})

@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 CHANGE_TYPE = "stream.change"
 BROADCAST_TYPE = "topic.broadcast"
 PRESENCE_TYPE = "topic.presence"
+CONTROL_TYPE = "control.disconnect"
+# Every process listens here for orders about its sockets (revoked keys,
+# suspended tenants, admin disconnects).
+CONTROL_GROUP = "herald.control"
 
 
 def layer() -> BaseChannelLayer:
@@ -90,6 +94,26 @@ async def presence_send(group: str, *, topic: str, diff: dict[str, Any]) -> None
             "diff": orjson.dumps(diff),
         },
     )
+
+
+def disconnect_send(
+    *,
+    reason: str,
+    tenant: int | None = None,
+    key: int | None = None,
+    connection: str | None = None,
+    topic: str | None = None,
+) -> None:
+    """Tell every process to close the matching sockets (or one channel of one)."""
+    message = {
+        "type": CONTROL_TYPE,
+        "reason": reason,
+        "tenant": tenant,
+        "key": key,
+        "connection": connection,
+        "topic": topic,
+    }
+    async_to_sync(layer().group_send)(CONTROL_GROUP, message)
 
 
 def commit_timestamp(update: LiveUpdate) -> str:

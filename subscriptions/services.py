@@ -102,3 +102,28 @@ def subscriptions_flush(*, seen: Collection[int], delivered: Mapping[int, int]) 
             last_delivered_at=now,
             last_seen_at=now,
         )
+
+
+def subscription_disconnect(*, subscription: Subscription, actor: str = "") -> None:
+    """An operator closes one joined channel, wherever its socket is."""
+    from realtime.layer import disconnect_send
+
+    with transaction.atomic():
+        activity_record(
+            event_type=EventType.ADMIN_DISCONNECT,
+            tenant=subscription.tenant,
+            actor=actor,
+            target=subscription.topic,
+            details={
+                "subscription": subscription.pk,
+                "connection": subscription.connection,
+            },
+        )
+        transaction.on_commit(
+            lambda: disconnect_send(
+                connection=subscription.connection,
+                topic=subscription.topic,
+                reason="Server requested disconnect",
+            ),
+            robust=True,
+        )

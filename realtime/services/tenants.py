@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
@@ -10,7 +11,9 @@ from django.utils.text import slugify
 
 from audit.models import EventType
 from audit.services import activity_record
+from realtime.errors import TenantSuspended
 from realtime.keys import PREFIX_SHOWN, jwt_secret_generate, key_generate, key_hash
+from realtime.layer import disconnect_send
 from realtime.models import ApiKey, RowPolicy, Tenant
 
 
@@ -67,7 +70,7 @@ def api_key_create(
 
 
 def api_key_revoke(*, key: ApiKey, actor: str = "") -> ApiKey:
-    """Revoke a key: it no longer authenticates anything."""
+    """Revoke a key: it no longer authenticates anything; its sockets close now."""
     with transaction.atomic():
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
@@ -77,7 +80,34 @@ def api_key_revoke(*, key: ApiKey, actor: str = "") -> ApiKey:
             actor=actor,
             target=key.prefix,
         )
+        reason = "Unauthorized: The API key was revoked"
+        transaction.on_commit(
+            partial(disconnect_send, key=key.pk, reason=reason), robust=True
+        )
     return key
+
+
+def tenant_suspend(*, tenant: Tenant, actor: str = "") -> Tenant:
+    """Turn Realtime off for a tenant: its sockets close, new ones are refused."""
+    with transaction.atomic():
+        tenant.is_active = False
+        tenant.save(update_fields=["is_active"])
+        activity_record(
+            event_type=EventType.TENANT_SUSPENDED, tenant=tenant, actor=actor
+        )
+        reason = TenantSuspended().reason
+        transaction.on_commit(
+            partial(disconnect_send, tenant=tenant.pk, reason=reason), robust=True
+        )
+    return tenant
+
+
+def tenant_resume(*, tenant: Tenant, actor: str = "") -> Tenant:
+    with transaction.atomic():
+        tenant.is_active = True
+        tenant.save(update_fields=["is_active"])
+        activity_record(event_type=EventType.TENANT_RESUMED, tenant=tenant, actor=actor)
+    return tenant
 
 
 def row_policy_add(
