@@ -190,6 +190,8 @@ HERALD_MAX_BODY_BYTES = env_int("HERALD_MAX_BODY_BYTES", 1_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = HERALD_MAX_BODY_BYTES
 # How many changes one POST /api/changes may carry.
 HERALD_MAX_BATCH = env_int("HERALD_MAX_BATCH", 1000)
+# Bearer token Prometheus sends to /metrics; without it only loopback may scrape.
+HERALD_METRICS_TOKEN = os.environ.get("HERALD_METRICS_TOKEN", "")
 # Lifetime of tokens minted by `mint_token` and POST /api/tokens when none is given.
 HERALD_TOKEN_TTL = env_int("HERALD_TOKEN_TTL", 3600)
 

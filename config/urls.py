@@ -5,10 +5,12 @@ from django.urls import include, path, re_path
 from realtime.api.broadcast import BroadcastBatchApi, BroadcastSingleApi
 from realtime.api.errors import error_json
 from realtime.health import healthz
+from realtime.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/", include("realtime.api.urls")),
     # Supabase's REST broadcast, where realtime-js finds it (next to the socket).
     path("realtime/v1/api/broadcast", BroadcastBatchApi.as_view(), name="broadcast"),

@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from audit.models import EventType
-from realtime import errors
+from realtime import errors, metrics
 from realtime.auth import Principal
 from realtime.bindings import join_reply_entries, parse_bindings
 from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
@@ -117,8 +117,11 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         await self.accept()
         if await self.hold_connection():
             await hub().register(self)
+            metrics.CONNECTIONS.labels(self.principal.tenant.slug).inc()
 
     async def disconnect(self, code: int) -> None:
+        if self.connection_id in hub().sockets:
+            metrics.CONNECTIONS.labels(self.principal.tenant.slug).dec()
         hub().unregister(self)
         for channel in list(self.channels.values()):
             await self._forget(channel)
@@ -217,9 +220,13 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await self.check_join_rate(self.principal, topic)
             channel = await self._authorize_join(message)
         except LimitReached as exc:
+            metrics.REFUSALS.labels(self.principal.tenant.slug, "join_rate").inc()
             await self.reply(message, "error", {"reason": exc.reason})
             return
         except errors.HeraldError as exc:
+            metrics.REFUSALS.labels(
+                self.principal.tenant.slug, metrics.refusal_kind(exc.reason)
+            ).inc()
             await database_sync_to_async(refusal_record)(
                 event_type=EventType.JOIN_REFUSED,
                 reason=exc.reason,
@@ -263,6 +270,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                 codec=self.codec,
                 topic=message.topic,
                 connection=self.connection_id,
+                tenant=principal.tenant.slug,
                 broadcast_self=config.broadcast_self,
                 read_broadcast=can_read[0],
                 read_presence=can_read[1],
@@ -302,6 +310,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         if channel.member is not None:
             channel.member.subscription_id = channel.subscription_id
         self.channels[channel.topic] = channel
+        metrics.JOINS.labels(channel.principal.tenant.slug).inc()
         self._schedule_expiry(channel)
         await self.reply(message, "ok", {"postgres_changes": entries})
         if channel.member_of_topic.presence_enabled:

@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from audit.models import EventType
+from realtime import metrics
 from realtime.auth import Principal
 from realtime.hub import hub
 from realtime.protocol import PHOENIX_TOPIC, reply
@@ -63,6 +64,7 @@ class GuardsMixin(AsyncWebsocketConsumer):
             if not await hub().counters.hold(key, hub().node, limit):
                 await self.release_connection()
                 reason = f"ConnectionRateLimitReached: Too many {what}"
+                metrics.REFUSALS.labels(tenant.slug, "connections").inc()
                 await self.limit_record(reason)
                 await self.send_message(
                     reply(PHOENIX_TOPIC, None, None, "error", {"reason": reason})

@@ -19,11 +19,13 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
 from channels.db import database_sync_to_async
 
+from realtime import metrics
 from realtime.auth import Principal
 from realtime.bindings import Binding, binding_matches
 from realtime.layer import (
@@ -117,6 +119,7 @@ class TopicMember:
     codec: Codec
     topic: str
     connection: str
+    tenant: str = ""  # the tenant's slug, for metrics
     broadcast_self: bool = False
     read_broadcast: bool = True
     read_presence: bool = True
@@ -335,6 +338,7 @@ class Hub:
             try:
                 await self.dispatch(message)
             except Exception:
+                metrics.DROPS.labels(message.get("type", "unknown")).inc()
                 logger.exception(
                     "Hub %s failed to deliver %s", self.node, message.get("seq")
                 )
@@ -417,6 +421,7 @@ class Hub:
         room = self.rooms.get(message["stream"], {})
         raw = message.get("raw")
         frames: dict[str, str | bytes] = {}
+        sent = 0
         for member in list(room.values()):
             if not member.read_broadcast or (
                 member.connection == message["sender"] and not member.broadcast_self
@@ -434,6 +439,9 @@ class Hub:
                 frame = frames[key] = self._broadcast_frame(member, message)
             await member.send({"type": "websocket.send", event: frame})
             member.delivered += 1
+            sent += 1
+        if sent:
+            metrics.DELIVERIES.labels(member.tenant, "broadcast").inc(sent)
 
     @staticmethod
     def _broadcast_frame(member: TopicMember, message: dict[str, Any]) -> str | bytes:
@@ -453,9 +461,11 @@ class Hub:
     async def dispatch_presence(self, message: dict[str, Any]) -> None:
         room = self.rooms.get(message["stream"], {})
         frames: dict[str, str] = {}
+        sent = 0
         for member in list(room.values()):
             if not member.wants_presence():
                 continue
+            sent += 1
             frame = frames.get(member.codec.vsn)
             if frame is None:
                 frame = frames[member.codec.vsn] = member.codec.encode_raw(
@@ -464,6 +474,8 @@ class Hub:
                     payload_json=message["diff"],
                 )
             await member.send({"type": "websocket.send", "text": frame})
+        if sent:
+            metrics.DELIVERIES.labels(member.tenant, "presence").inc(sent)
 
     async def dispatch_change(self, message: dict[str, Any]) -> None:
         audiences = self.groups.get(message.get("stream", ""))
@@ -482,18 +494,29 @@ class Hub:
             policies=await self.policies.get(message["tenant"], data["table"]),
             data_json=data_json,
         )
+        delivered = 0
         for audience in list(audiences.values()):
-            await self._deliver(audience, context)
+            delivered += await self._deliver(audience, context)
+        if delivered:
+            slug = next(iter(audiences.values())).principal.tenant.slug
+            metrics.DELIVERIES.labels(slug, "change").inc(delivered)
+            metrics.DELIVERY_LATENCY.observe(seconds_since(data["commit_timestamp"]))
 
-    async def _deliver(self, audience: Audience, context: ChangeContext) -> None:
+    async def _deliver(self, audience: Audience, context: ChangeContext) -> int:
         ids = context.matching_ids(audience.bindings)
         if not ids or not context.may_see(audience.principal):
-            return
+            return 0
         frame = context.frame(audience.codec, audience.topic, ids)
         event = {"type": "websocket.send", "text": frame}
-        for member in list(audience.members.values()):
+        members = list(audience.members.values())
+        for member in members:
             await member.send(event)
             member.delivered += 1
+        return len(members)
+
+
+def seconds_since(timestamp: str) -> float:
+    return max(0.0, time.time() - datetime.fromisoformat(timestamp).timestamp())
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = (
