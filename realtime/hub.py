@@ -239,6 +239,8 @@ class Hub:
         self.counters = counters(redis)
         # Subscriptions whose sockets sent a heartbeat since the last flush.
         self.seen: set[int] = set()
+        # tenant id → frames delivered since the last tally flush
+        self.tally: dict[int, int] = {}
         # connection id → the consumer holding it, for orders from elsewhere.
         self.sockets: dict[str, Socket] = {}
         self._start_lock = asyncio.Lock()
@@ -389,6 +391,9 @@ class Hub:
             await asyncio.sleep(SWEEP_PERIOD)
             try:
                 await self.presence.alive(self.node)
+                tally, self.tally = self.tally, {}
+                if tally:
+                    await self.counters.add_deliveries(tally)
                 for group, room in list(self.rooms.items()):
                     if any(m.presence_enabled for m in room.values()):
                         await self._sweep(group, next(iter(room.values())).topic)
@@ -500,6 +505,8 @@ class Hub:
         if delivered:
             slug = next(iter(audiences.values())).principal.tenant.slug
             metrics.DELIVERIES.labels(slug, "change").inc(delivered)
+            tenant_id = message["tenant"]
+            self.tally[tenant_id] = self.tally.get(tenant_id, 0) + delivered
             metrics.DELIVERY_LATENCY.observe(seconds_since(data["commit_timestamp"]))
 
     async def _deliver(self, audience: Audience, context: ChangeContext) -> int:
@@ -522,6 +529,10 @@ def seconds_since(timestamp: str) -> float:
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def running_hubs() -> list[Hub]:
+    return list(_hubs.values())
 
 
 def hub() -> Hub:

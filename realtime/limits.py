@@ -23,6 +23,8 @@ class Counters(Protocol):
 
     async def hit(self, key: str, limit: int) -> bool: ...
 
+    async def add_deliveries(self, counts: dict[int, int]) -> None: ...
+
 
 def _window() -> int:
     return int(time.time())
@@ -32,6 +34,15 @@ class MemoryCounters:
     def __init__(self) -> None:
         self.held: dict[str, int] = defaultdict(int)
         self.rates: dict[tuple[str, int], int] = defaultdict(int)
+        # (tenant id, minute) → frames delivered
+        self.tally: dict[tuple[int, int], int] = defaultdict(int)
+
+    async def add_deliveries(self, counts: dict[int, int]) -> None:
+        minute = int(time.time() // 60)
+        for stale in [k for k in self.tally if k[1] < minute - 1]:
+            del self.tally[stale]
+        for tenant_id, count in counts.items():
+            self.tally[tenant_id, minute] += count
 
     async def hold(self, key: str, node: str, limit: int) -> bool:
         if self.held[key] >= limit:
@@ -73,6 +84,15 @@ class RedisCounters:
     async def release(self, key: str, node: str) -> None:
         await self.redis.hincrby(f"herald:hold:{key}", node, -1)
 
+    async def add_deliveries(self, counts: dict[int, int]) -> None:
+        minute = int(time.time() // 60)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tenant_id, count in counts.items():
+                name = f"herald:deliveries:{tenant_id}:{minute}"
+                pipe.incrby(name, count)
+                pipe.expire(name, 180)
+            await pipe.execute()
+
     async def hit(self, key: str, limit: int) -> bool:
         name = f"herald:rate:{key}:{_window()}"
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -84,3 +104,70 @@ class RedisCounters:
 
 def counters(redis: Any) -> Counters:
     return RedisCounters(redis) if redis is not None else MemoryCounters()
+
+
+# --- Reading the shared figures from sync code (the dashboard) ----------------
+
+
+def _sync_redis() -> Any:
+    import redis as redis_sync
+    from django.conf import settings
+
+    return redis_sync.Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
+
+
+def _memory_counters() -> MemoryCounters | None:
+    """The embedded default's one hub, if this process runs one."""
+    from realtime.hub import running_hubs
+
+    for found in running_hubs():
+        if isinstance(found.counters, MemoryCounters):
+            return found.counters
+    return None
+
+
+def connections_now(tenant_ids: list[int]) -> dict[int, int]:
+    """Open sockets per tenant, over every living process."""
+    client = _sync_redis()
+    if client is None:
+        memory = _memory_counters()
+        held = memory.held if memory else {}
+        return {t: held.get(f"conn:{t}", 0) for t in tenant_ids}
+    from realtime.presence import node_key
+
+    result = {}
+    for tenant_id in tenant_ids:
+        counts = {
+            k.decode(): int(v)
+            for k, v in client.hgetall(f"herald:hold:conn:{tenant_id}").items()
+        }
+        nodes = sorted(counts)
+        alive = client.mget([node_key(n) for n in nodes]) if nodes else []
+        result[tenant_id] = sum(
+            counts[n] for n, a in zip(nodes, alive, strict=True) if a
+        )
+    return result
+
+
+def deliveries_last_minute(tenant_ids: list[int]) -> dict[int, int]:
+    """Frames delivered per tenant over the last full minute and this one so far."""
+    client = _sync_redis()
+    minute = int(time.time() // 60)
+    if client is None:
+        memory = _memory_counters()
+        tally = memory.tally if memory else {}
+        return {
+            t: tally.get((t, minute), 0) + tally.get((t, minute - 1), 0)
+            for t in tenant_ids
+        }
+    keys = [
+        k
+        for t in tenant_ids
+        for k in (
+            f"herald:deliveries:{t}:{minute - 1}",
+            f"herald:deliveries:{t}:{minute}",
+        )
+    ]
+    values = client.mget(keys) if keys else []
+    found = [int(v or 0) for v in values]
+    return {t: found[2 * i] + found[2 * i + 1] for i, t in enumerate(tenant_ids)}
