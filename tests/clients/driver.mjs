@@ -11,14 +11,17 @@
 //   {"cmd":"subscribe","topic","config"?,"postgres_changes"?:[binding...]}
 //   {"cmd":"on_broadcast","topic","event"}         (before subscribe)
 //   {"cmd":"on_presence","topic","event":"sync|join|leave"} (before subscribe)
-//   {"cmd":"send","topic","event","payload"}         a broadcast
+//   {"cmd":"send","topic","event","payload"}         a broadcast (over REST while
+//                                                    the channel is not joined)
+//   {"cmd":"http_send","topic","event","payload"}    channel.httpSend (REST)
 //   {"cmd":"track","topic","payload"} / {"cmd":"untrack","topic"}
 //   {"cmd":"set_auth","token"} / {"cmd":"unsubscribe","topic"} / {"cmd":"close"}
 // Events:
 //   ready, status {topic,status,error}, postgres_changes {topic,binding,payload},
 //   broadcast {topic,event,payload}, presence {topic,kind,payload,state},
 //   system {topic,payload}, done {cmd,id,result}, error {cmd,id,message},
-//   exception {message,stack}, log {kind,msg,data}
+//   exception {message,stack}, log {kind,msg,data}, sent {hex} (a binary frame
+//   the client wrote, e.g. a vsn 2.0.0 broadcast: kind 3)
 
 import { createInterface } from 'node:readline'
 import { RealtimeClient } from '@supabase/realtime-js'
@@ -54,10 +57,24 @@ process.on('unhandledRejection', (err) => {
 })
 
 const args = parseArgs(process.argv.slice(2))
+
+// The socket the library opens: text frames are already in its `push` log,
+// binary ones (which the log shows before encoding) are reported here.
+class ReportingWebSocket extends WebSocket {
+  send(data, ...rest) {
+    if (typeof data !== 'string') {
+      const bytes = ArrayBuffer.isView(data)
+        ? Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+        : Buffer.from(data)
+      emit({ event: 'sent', hex: bytes.toString('hex') })
+    }
+    return super.send(data, ...rest)
+  }
+}
 const logger = (kind, msg, data) => emit({ event: 'log', kind, msg, data: data ?? null })
 
 function makeRealtime() {
-  const options = { params: { apikey: args.apikey }, transport: WebSocket, logger }
+  const options = { params: { apikey: args.apikey }, transport: ReportingWebSocket, logger }
   if (args.vsn) options.vsn = args.vsn
   const client = new RealtimeClient(args.url.replace(/^http/, 'ws') + '/realtime/v1', options)
   return { realtime: client, channel: (topic, params) => client.channel(topic, params) }
@@ -69,7 +86,7 @@ let currentToken = args.token
 
 function makeSupabase() {
   const options = {
-    realtime: { transport: WebSocket, logger },
+    realtime: { transport: ReportingWebSocket, logger },
     // A script has no browser storage; do not start timers that outlive it.
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
   }
@@ -119,6 +136,9 @@ const commands = {
   },
   async send({ topic, event, payload }) {
     return await joined(topic).send({ type: 'broadcast', event, payload })
+  },
+  async http_send({ topic, event, payload }) {
+    return await joined(topic).httpSend(event, payload)
   },
   async track({ topic, payload }) {
     return await joined(topic).track(payload)

@@ -155,6 +155,9 @@ class Driver:
     async def send(self, topic: str, event: str, payload: Any, **_: Any) -> None:
         await self.joined(topic).send_broadcast(event, payload)
 
+    async def http_send(self, topic: str, event: str, payload: Any, **_: Any) -> None:
+        await self.joined(topic).http_send(event, payload)
+
     async def track(self, topic: str, payload: dict[str, Any], **_: Any) -> None:
         await self.joined(topic).track(payload)
 
@@ -201,6 +204,7 @@ COMMANDS = {
     "on_broadcast",
     "on_presence",
     "send",
+    "http_send",
     "track",
     "untrack",
     "set_auth",
