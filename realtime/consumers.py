@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from audit.models import EventType
@@ -23,6 +22,7 @@ from realtime.auth import Principal
 from realtime.bindings import join_reply_entries, parse_bindings
 from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
 from realtime.channel_policy import ChannelRule, channel_allowed
+from realtime.db import best_effort, in_db
 from realtime.guards import GuardsMixin, LimitReached
 from realtime.hub import Member, TopicMember, hub
 from realtime.layer import topic_group
@@ -106,8 +106,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await self.close()  # before accept: HTTP 403, as Phoenix does
             return
         try:
-            self.principal = await database_sync_to_async(connection_open)(
-                apikey=query_param(self.scope, "apikey"), ip=self.ip
+            self.principal = await in_db(
+                connection_open, apikey=query_param(self.scope, "apikey"), ip=self.ip
             )
         except errors.HeraldError as exc:
             logger.info("Socket refused: %s", exc.message)
@@ -127,8 +127,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await self._forget(channel)
         if hasattr(self, "codec"):  # it was accepted
             await self.release_connection()
-            await database_sync_to_async(connection_close)(
-                principal=self.principal, ip=self.ip, code=code
+            await best_effort(
+                connection_close, principal=self.principal, ip=self.ip, code=code
             )
 
     async def receive(
@@ -227,7 +227,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             metrics.REFUSALS.labels(
                 self.principal.tenant.slug, metrics.refusal_kind(exc.reason)
             ).inc()
-            await database_sync_to_async(refusal_record)(
+            await best_effort(
+                refusal_record,
                 event_type=EventType.JOIN_REFUSED,
                 reason=exc.reason,
                 principal=self.principal,
@@ -246,9 +247,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         rules: list[ChannelRule] = []
         can_read = (True, True)
         if config.private:
-            rules = await database_sync_to_async(channel_rules)(
-                tenant_id=principal.tenant.pk
-            )
+            rules = await in_db(channel_rules, tenant_id=principal.tenant.pk)
             can_read = read_rights(rules, principal, sub_topic)
             if not any(can_read):
                 raise errors.Forbidden(
@@ -296,16 +295,22 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await hub().add(channel.member)
         await hub().join_room(channel.room, channel.member_of_topic)
         entries = join_reply_entries(bindings)
-        channel.subscription_id = await database_sync_to_async(subscription_open)(
-            principal=channel.principal,
-            topic=channel.topic,
-            bindings=entries,
-            private=channel.config.private,
-            node=hub().node,
-            connection=self.connection_id,
-            join_ref=channel.join_ref,
-            ip=self.ip,
-        )
+        try:
+            channel.subscription_id = await in_db(
+                subscription_open,
+                principal=channel.principal,
+                topic=channel.topic,
+                bindings=entries,
+                private=channel.config.private,
+                node=hub().node,
+                connection=self.connection_id,
+                join_ref=channel.join_ref,
+                ip=self.ip,
+            )
+        except errors.DatabaseUnavailable as exc:
+            await self._forget(channel)
+            await self.reply(message, "error", {"reason": exc.reason})
+            return
         channel.member_of_topic.subscription_id = channel.subscription_id
         if channel.member is not None:
             channel.member.subscription_id = channel.subscription_id
@@ -352,7 +357,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         for member in members:
             member.flushed = member.delivered
         if channel.subscription_id:
-            await database_sync_to_async(subscription_close)(
+            await best_effort(
+                subscription_close,
                 subscription_id=channel.subscription_id,
                 delivered=unflushed,
                 principal=channel.principal,
@@ -401,8 +407,12 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
     async def _principal_for(self, token: str | None, topic: str) -> Principal:
         if token is None:
             return self.principal  # supabase-js often joins without a token
-        return await database_sync_to_async(join_principal)(
-            connection=self.principal, token=token, topic=topic, ip=self.ip
+        return await in_db(
+            join_principal,
+            connection=self.principal,
+            token=token,
+            topic=topic,
+            ip=self.ip,
         )
 
     async def on_access_token(self, message: Message, channel: JoinedChannel) -> None:
@@ -443,7 +453,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         if self.channels.get(channel.topic) is channel:
             lapsed = int(time.time() - (channel.principal.exp or 0))
             reason = f"Token has expired {lapsed} seconds ago"
-            await database_sync_to_async(refusal_record)(
+            await best_effort(
+                refusal_record,
                 event_type=refusal_event(errors.TokenExpired(reason)),
                 reason=reason,
                 principal=channel.principal,

@@ -97,3 +97,9 @@ class ServiceUnavailable(HeraldError):
     status_code = 503
     code = "unavailable"
     default_message = "Service unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    reason_code = "UnableToConnectToProject"
+    default_message = "Realtime was unable to connect to the project database"

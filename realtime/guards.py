@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from audit.models import EventType
 from realtime import metrics
 from realtime.auth import Principal
+from realtime.db import best_effort
 from realtime.hub import hub
 from realtime.protocol import PHOENIX_TOPIC, reply
 from realtime.services.sockets import refusal_record
@@ -42,7 +42,8 @@ class GuardsMixin(AsyncWebsocketConsumer):
         raise NotImplementedError
 
     async def limit_record(self, reason: str, target: str = "") -> None:
-        await database_sync_to_async(refusal_record)(
+        await best_effort(
+            refusal_record,
             event_type=EventType.RATE_LIMITED,
             reason=reason,
             principal=self.principal,
@@ -61,7 +62,7 @@ class GuardsMixin(AsyncWebsocketConsumer):
                 (key, tenant.max_connections_per_user, "connections for this user")
             )
         for key, limit, what in wanted:
-            if not await hub().counters.hold(key, hub().node, limit):
+            if not await hub().hold(key, limit):
                 await self.release_connection()
                 reason = f"ConnectionRateLimitReached: Too many {what}"
                 metrics.REFUSALS.labels(tenant.slug, "connections").inc()
@@ -76,7 +77,7 @@ class GuardsMixin(AsyncWebsocketConsumer):
 
     async def release_connection(self) -> None:
         for key in getattr(self, "_holds", []):
-            await hub().counters.release(key, hub().node)
+            await hub().release(key)
         self._holds = []
 
     async def check_join_rate(self, principal: Principal, topic: str) -> None:

@@ -28,6 +28,8 @@ from channels.db import database_sync_to_async
 from realtime import metrics
 from realtime.auth import Principal
 from realtime.bindings import Binding, binding_matches
+from realtime.db import in_db
+from realtime.errors import DatabaseUnavailable
 from realtime.layer import (
     BROADCAST_TYPE,
     CHANGE_TYPE,
@@ -40,7 +42,13 @@ from realtime.layer import (
     tenant_group,
 )
 from realtime.limits import counters
-from realtime.presence import SWEEP_PERIOD, diff_payload, presence_store, redis_client
+from realtime.presence import (
+    SWEEP_PERIOD,
+    Entry,
+    diff_payload,
+    presence_store,
+    redis_client,
+)
 from realtime.protocol import BROADCAST, POSTGRES_CHANGES, PRESENCE_DIFF, Codec
 from realtime.protocol.binary import encode_user_broadcast
 from realtime.row_policy import relevant_claims, row_visible
@@ -213,9 +221,12 @@ class PolicyCache:
         key = (tenant_id, table)
         entry = self._entries.get(key)
         if entry is None or time.monotonic() - entry[0] > POLICY_TTL:
-            rules = await database_sync_to_async(row_policy_rules)(
-                tenant_id=tenant_id, table=table
-            )
+            try:
+                rules = await in_db(row_policy_rules, tenant_id=tenant_id, table=table)
+            except DatabaseUnavailable:
+                if entry is None:
+                    raise
+                return entry[1]  # the database is down: the last policies known
             entry = self._entries[key] = (time.monotonic(), rules)
         return entry[1]
 
@@ -241,6 +252,10 @@ class Hub:
         self.seen: set[int] = set()
         # tenant id → frames delivered since the last tally flush
         self.tally: dict[int, int] = {}
+        # What this process put in the shared store, to put back after a restart.
+        self.local_presence: dict[tuple[str, str], Entry] = {}
+        self.local_holds: dict[str, int] = {}
+        self._server_id: str | None = None
         # connection id → the consumer holding it, for orders from elsewhere.
         self.sockets: dict[str, Socket] = {}
         self._start_lock = asyncio.Lock()
@@ -252,6 +267,7 @@ class Hub:
                 self.channel = await layer().new_channel("herald.node.")
                 await layer().group_add(CONTROL_GROUP, self.channel)
                 await self.presence.alive(self.node)
+                await self._check_restart()
                 self._tasks = [
                     asyncio.create_task(self._receive_loop()),
                     asyncio.create_task(self._refresh_loop()),
@@ -292,6 +308,37 @@ class Hub:
                 del self.groups[group]
                 if self.channel is not None:
                     await layer().group_discard(group, self.channel)
+
+    # --- Shared state this process owns, mirrored so it can be put back ------
+
+    async def presence_put(self, room: str, field_name: str, entry: Entry) -> None:
+        self.local_presence[room, field_name] = entry
+        await self.presence.put(room, field_name, entry)
+
+    async def presence_remove(self, room: str, field_name: str) -> Entry | None:
+        self.local_presence.pop((room, field_name), None)
+        return await self.presence.remove(room, field_name)
+
+    async def hold(self, key: str, limit: int) -> bool:
+        held = await self.counters.hold(key, self.node, limit)
+        if held:
+            self.local_holds[key] = self.local_holds.get(key, 0) + 1
+        return held
+
+    async def release(self, key: str) -> None:
+        self.local_holds[key] = max(0, self.local_holds.get(key, 0) - 1)
+        await self.counters.release(key, self.node)
+
+    async def restore(self) -> None:
+        """Put back what a restarted Redis forgot: memberships, presences, holds."""
+        assert self.channel is not None
+        for group in [CONTROL_GROUP, *self.groups, *self.rooms]:
+            await layer().group_add(group, self.channel)
+        await self.presence.alive(self.node)
+        for (room, field_name), entry in list(self.local_presence.items()):
+            await self.presence.put(room, field_name, entry)
+        await self.counters.restore(self.node, self.local_holds)
+        logger.warning("Hub %s restored its state after a Redis restart", self.node)
 
     async def register(self, socket: Socket) -> None:
         await self._ensure_started()
@@ -336,6 +383,7 @@ class Hub:
                 # The layer is down (Redis restarting): wait, then listen again.
                 logger.exception("Hub %s could not receive; retrying", self.node)
                 await asyncio.sleep(1)
+                await self._check_restart()
                 continue
             try:
                 await self.dispatch(message)
@@ -390,6 +438,7 @@ class Hub:
         while True:
             await asyncio.sleep(SWEEP_PERIOD)
             try:
+                await self._check_restart()
                 await self.presence.alive(self.node)
                 tally, self.tally = self.tally, {}
                 if tally:
@@ -399,6 +448,16 @@ class Hub:
                         await self._sweep(group, next(iter(room.values())).topic)
             except Exception:
                 logger.exception("Hub %s could not sweep presence", self.node)
+
+    async def _check_restart(self) -> None:
+        """Restore the shared state when Redis is a new server (a new run id)."""
+        try:
+            server_id = await self.counters.server_id()
+            if self._server_id is not None and server_id != self._server_id:
+                await self.restore()
+            self._server_id = server_id
+        except Exception:
+            logger.exception("Hub %s could not check Redis", self.node)
 
     async def _sweep(self, group: str, topic: str) -> None:
         for field_name in await self.presence.dead_fields(group):

@@ -25,6 +25,10 @@ class Counters(Protocol):
 
     async def add_deliveries(self, counts: dict[int, int]) -> None: ...
 
+    async def server_id(self) -> str: ...
+
+    async def restore(self, node: str, holds: dict[str, int]) -> None: ...
+
 
 def _window() -> int:
     return int(time.time())
@@ -36,6 +40,12 @@ class MemoryCounters:
         self.rates: dict[tuple[str, int], int] = defaultdict(int)
         # (tenant id, minute) → frames delivered
         self.tally: dict[tuple[int, int], int] = defaultdict(int)
+
+    async def server_id(self) -> str:
+        return "memory"
+
+    async def restore(self, node: str, holds: dict[str, int]) -> None:
+        return None
 
     async def add_deliveries(self, counts: dict[int, int]) -> None:
         minute = int(time.time() // 60)
@@ -83,6 +93,15 @@ class RedisCounters:
 
     async def release(self, key: str, node: str) -> None:
         await self.redis.hincrby(f"herald:hold:{key}", node, -1)
+
+    async def server_id(self) -> str:
+        """The Redis server's run id: a new one means a restart forgot everything."""
+        return str((await self.redis.info("server"))["run_id"])
+
+    async def restore(self, node: str, holds: dict[str, int]) -> None:
+        for key, count in holds.items():
+            if count:
+                await self.redis.hset(f"herald:hold:{key}", node, count)
 
     async def add_deliveries(self, counts: dict[int, int]) -> None:
         minute = int(time.time() // 60)

@@ -139,7 +139,7 @@ class TopicsMixin(GuardsMixin):
         self, channel: JoinedChannel, meta: dict[str, Any]
     ) -> None:
         previous, key = channel.presence_meta, channel.presence_key
-        await hub().presence.put(
+        await hub().presence_put(
             channel.room,
             entry_field(hub().node, self.connection_id),
             {"key": key, "meta": meta},
@@ -159,7 +159,7 @@ class TopicsMixin(GuardsMixin):
         if channel.presence_meta is None:
             return
         channel.presence_meta = None
-        entry = await hub().presence.remove(
+        entry = await hub().presence_remove(
             channel.room, entry_field(hub().node, self.connection_id)
         )
         if entry is not None:

@@ -58,10 +58,14 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
 
 class Redis:
     def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
         binary = shutil.which("redis-server")
         if not binary:
             raise RuntimeError("redis-server not found: run `make deps`")
-        self.port = free_port()
         self.process = subprocess.Popen(
             [
                 binary,
@@ -79,11 +83,15 @@ class Redis:
             stdout=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
+
+    def restart(self) -> None:
+        """A new, empty Redis on the same port (nothing is persisted)."""
+        self.stop()
+        self.start()
 
 
 class Postgres:
@@ -112,19 +120,24 @@ class Postgres:
             stdout=subprocess.DEVNULL,
         )
         self.port = free_port()
+        self.admin_url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/herald"
+        self.start()
+
+    def start(self) -> None:
         # Durability off: this cluster lives for one test run.
         self.process = subprocess.Popen(
             _as_postgres_user(
                 [
                     postgres_bin("postgres"),
                     "-D",
-                    str(data),
+                    str(self.root / "data"),
                     "-p",
                     str(self.port),
                     "-h",
                     "127.0.0.1",
                     "-k",
-                    str(sockets),
+                    str(self.root / "run"),
                     "-c",
                     "fsync=off",
                     "-c",
@@ -139,12 +152,14 @@ class Postgres:
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
-        self.admin_url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/herald"
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the server, keeping its data (an outage; `start` ends it)."""
         self.process.terminate()
         self.process.wait(20)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -6,11 +6,12 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from realtime.errors import HeraldError
+from realtime.errors import DatabaseUnavailable, HeraldError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,15 @@ def _first_error(detail: Any, path: str = "") -> str:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or unreachable: the transaction, if any, rolled
+        # back, so nothing was written. Say so, and when to try again.
+        logger.warning("Database unavailable in %s: %s", context.get("view"), exc)
+        exc = DatabaseUnavailable(
+            "The database is unavailable; nothing was written. Retry shortly."
+        )
+        body = error_body(exc.code, exc.message)
+        return Response(body, status=exc.status_code, headers={"Retry-After": "5"})
     if isinstance(exc, HeraldError):
         return Response(error_body(exc.code, exc.message), status=exc.status_code)
     if isinstance(exc, RequestDataTooBig):
