@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served locally: no CDN needed
     "realtime",
     "subscriptions",
     "audit",
@@ -181,6 +183,29 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["realtime.api.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "realtime.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_CLASSES": ["realtime.api.throttling.PrincipalRateThrottle"],
+    "DEFAULT_SCHEMA_CLASS": "realtime.api.schema.HeraldAutoSchema",
+}
+
+# OpenAPI 3 at /api/schema/, Swagger UI at /api/docs/ (drf-spectacular).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Herald REST API",
+    "DESCRIPTION": (
+        "Publishing, catch-up, durable subscriptions, tokens and Supabase's REST "
+        "broadcast. Every request carries `apikey: <key or token>` and optionally "
+        '`Authorization: Bearer <token>`. Errors are `{"error", "message"}`.'
+    ),
+    "VERSION": "1",
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "realtime.api.schema.add_error_responses",
+    ],
 }
 
 # --- Herald -----------------------------------------------------------------------
@@ -194,6 +219,63 @@ HERALD_MAX_BATCH = env_int("HERALD_MAX_BATCH", 1000)
 HERALD_METRICS_TOKEN = os.environ.get("HERALD_METRICS_TOKEN", "")
 # Lifetime of tokens minted by `mint_token` and POST /api/tokens when none is given.
 HERALD_TOKEN_TTL = env_int("HERALD_TOKEN_TTL", 3600)
+# Longest lifetime POST /api/tokens grants: minted tokens are short-lived.
+HERALD_TOKEN_MAX_TTL = env_int("HERALD_TOKEN_MAX_TTL", 86400)
+
+# Catch-up and polling: most changes per page, and most change-log rows read per
+# request (a principal that may see few rows gets a next cursor, not a full scan).
+HERALD_CATCH_UP_MAX_LIMIT = env_int("HERALD_CATCH_UP_MAX_LIMIT", 1000)
+HERALD_CATCH_UP_MAX_SCAN = env_int("HERALD_CATCH_UP_MAX_SCAN", 5000)
+
+# --- Rate limits (django-ratelimit, counters in the cache: Redis when set) --------
+
+
+def env_rates(name: str, defaults: dict[str, str]) -> dict[str, str]:
+    """`scope=rate,scope=rate` from the environment over the defaults."""
+    pairs = (p.partition("=") for p in os.environ.get(name, "").split(",") if p)
+    return {**defaults, **{k.strip(): v.strip() for k, _, v in pairs}}
+
+
+# Per principal and scope; a tenant's `rate_limits` override these. `subscribe`
+# is 10/m as on the platform Herald replaces.
+HERALD_RATE_LIMITS = env_rates(
+    "HERALD_RATE_LIMITS",
+    {
+        "default": "6000/m",
+        "read": "6000/m",
+        "publish": "1000/s",
+        "broadcast": "1000/s",
+        "subscribe": "10/m",
+        "tokens": "600/m",
+    },
+)
+# Failed authentications per client IP before every request from it gets 429.
+HERALD_AUTH_FAILURE_RATE = os.environ.get("HERALD_AUTH_FAILURE_RATE", "30/m")
+RATELIMIT_ENABLE = env_bool("HERALD_RATELIMIT_ENABLE", True)
+# A cache outage must not refuse every request; the limits lapse meanwhile.
+RATELIMIT_FAIL_OPEN = True
+RATELIMIT_CACHE_PREFIX = "rl:"
+
+# --- Webhooks (delivered by `manage.py realtime_maintenance`) ---------------------
+
+# Private, loopback and link-local targets are refused unless this is on.
+HERALD_WEBHOOK_ALLOW_PRIVATE = env_bool("HERALD_WEBHOOK_ALLOW_PRIVATE")
+HERALD_WEBHOOK_TIMEOUT = float(os.environ.get("HERALD_WEBHOOK_TIMEOUT", 10))
+# Retry delay: base * 2**(failures-1), capped, times a random 0.5..1 (jitter).
+HERALD_WEBHOOK_BACKOFF_BASE = float(os.environ.get("HERALD_WEBHOOK_BACKOFF_BASE", 2))
+HERALD_WEBHOOK_BACKOFF_MAX = float(os.environ.get("HERALD_WEBHOOK_BACKOFF_MAX", 3600))
+# Consecutive failures after which a subscription is paused (resume in admin).
+HERALD_WEBHOOK_MAX_FAILURES = env_int("HERALD_WEBHOOK_MAX_FAILURES", 10)
+# Most changes one subscription sends per turn, so one busy receiver cannot
+# hold the worker.
+HERALD_WEBHOOK_BATCH = env_int("HERALD_WEBHOOK_BATCH", 100)
+# Seconds between passes of `realtime_maintenance --loop`.
+HERALD_MAINTENANCE_INTERVAL = float(os.environ.get("HERALD_MAINTENANCE_INTERVAL", 1))
+# A socket subscription not seen for this long belongs to a process that died.
+HERALD_SUBSCRIPTION_STALE_AFTER = env_int("HERALD_SUBSCRIPTION_STALE_AFTER", 300)
+# Rows per retention batch: each batch is one short transaction.
+HERALD_RETENTION_BATCH = env_int("HERALD_RETENTION_BATCH", 5000)
+HERALD_ACTIVITY_RETENTION_DAYS = env_int("HERALD_ACTIVITY_RETENTION_DAYS", 90)
 
 LOGGING = {
     "version": 1,

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from realtime.api.broadcast import BroadcastBatchApi, BroadcastSingleApi
 from realtime.api.errors import error_json
@@ -11,6 +12,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("realtime.api.urls")),
     # Supabase's REST broadcast, where realtime-js finds it (next to the socket).
     path("realtime/v1/api/broadcast", BroadcastBatchApi.as_view(), name="broadcast"),

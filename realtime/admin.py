@@ -8,8 +8,20 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from realtime.models import ApiKey, ChannelPolicy, LiveUpdate, RowPolicy, Tenant
-from realtime.services.tenants import api_key_create, api_key_revoke
+from realtime.models import (
+    ApiKey,
+    ChannelPolicy,
+    LiveUpdate,
+    RecordVersion,
+    RowPolicy,
+    Tenant,
+)
+from realtime.services.tenants import (
+    api_key_create,
+    api_key_revoke,
+    tenant_resume,
+    tenant_suspend,
+)
 
 
 def staff_actor(request: HttpRequest) -> str:
@@ -38,8 +50,21 @@ class TenantAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "is_active", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["created_at"]
+    # Suspension goes through its actions: they close the tenant's sockets.
+    readonly_fields = ["created_at", "is_active"]
     inlines = [ApiKeyInline, RowPolicyInline]
+    actions = ["suspend", "resume"]
+
+    @admin.action(description="Suspend: close their sockets, refuse new ones")
+    def suspend(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        for tenant in queryset.filter(is_active=True):
+            tenant_suspend(tenant=tenant, actor=staff_actor(request))
+
+    @admin.action(description="Resume")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        for tenant in queryset.filter(is_active=False):
+            tenant_resume(tenant=tenant, actor=staff_actor(request))
+
     fieldsets = [
         (None, {"fields": ["slug", "name", "is_active", "jwt_secret", "created_at"]}),
         (
@@ -54,6 +79,7 @@ class TenantAdmin(admin.ModelAdmin):
                     "max_presence_events_per_second",
                     "max_payload_size_kb",
                     "change_retention_hours",
+                    "rate_limits",
                 ]
             },
         ),
@@ -122,4 +148,27 @@ class LiveUpdateAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(RecordVersion)
+class RecordVersionAdmin(admin.ModelAdmin):
+    """Last-write-wins state per record, and how many stale changes it refused."""
+
+    list_display = [
+        "tenant",
+        "table",
+        "pk_value",
+        "updated_at",
+        "device_id",
+        "seq",
+        "conflicts",
+    ]
+    list_filter = ["tenant", "table"]
+    search_fields = ["table", "pk_value", "device_id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 
 from realtime.errors import DatabaseUnavailable
 
@@ -37,3 +37,19 @@ async def best_effort(fn: Callable[..., Any], /, **kwargs: Any) -> None:
         await database_sync_to_async(fn)(**kwargs)
     except OUTAGE as exc:
         logger.warning("Skipped %s, database unavailable: %s", fn.__name__, exc)
+
+
+def on_commit(fn: Callable[..., Any], /, **kwargs: Any) -> None:
+    """Run `fn(**kwargs)` once the transaction commits; a failure is logged.
+
+    The committed write stands either way (catch-up recovers what a channel
+    layer outage kept from live delivery). A named function, not a
+    functools.partial: Django's robust on_commit logs a failure with the
+    callback's __qualname__, which a partial lacks, and would raise instead.
+    """
+
+    def after_commit() -> None:
+        fn(**kwargs)
+
+    after_commit.__qualname__ = f"after_commit[{fn.__qualname__}]"
+    transaction.on_commit(after_commit, robust=True)

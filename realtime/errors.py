@@ -103,3 +103,24 @@ class DatabaseUnavailable(ServiceUnavailable):
     code = "database_unavailable"
     reason_code = "UnableToConnectToProject"
     default_message = "Realtime was unable to connect to the project database"
+
+
+class NotFound(HeraldError):
+    status_code = 404
+    code = "not_found"
+    default_message = "Not found"
+
+
+class Conflict(HeraldError):
+    status_code = 409
+    code = "conflict"
+    default_message = "The request conflicts with the resource's state"
+
+
+class CursorGone(HeraldError):
+    status_code = 410
+    code = "cursor_gone"
+    default_message = (
+        "Changes after this cursor were deleted by retention: reload the data, "
+        "then continue from the cursor of the latest change"
+    )

@@ -5,7 +5,12 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from realtime.validators import SLUG_RE, validate_identifier, validate_rules
+from realtime.validators import (
+    SLUG_RE,
+    validate_identifier,
+    validate_rate_limits,
+    validate_rules,
+)
 
 
 class Tenant(models.Model):
@@ -32,6 +37,16 @@ class Tenant(models.Model):
     change_retention_hours = models.PositiveIntegerField(
         default=24 * 7, help_text="How long changes stay available for catch-up."
     )
+    rate_limits = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_rate_limits],
+        help_text="REST limits per principal overriding HERALD_RATE_LIMITS, e.g. "
+        '{"subscribe": "10/m", "publish": "1000/s"}.',
+    )
+    # The highest cursor of this tenant that retention deleted: a catch-up from
+    # an older cursor has lost changes and must reload (see change_log.py).
+    changes_pruned_through = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["slug"]
@@ -174,3 +189,33 @@ class ChannelPolicy(models.Model):
         return (
             f"{self.tenant.slug}: {self.pattern} ({self.role or 'any role'}: {rights})"
         )
+
+
+class RecordVersion(models.Model):
+    """The last published version of one record, for last-write-wins publishing.
+
+    A version is `(updated_at, device_id)`, compared in that order: the device id
+    only breaks ties between equal timestamps, so every server agrees on a winner.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    table = models.CharField(max_length=63, validators=[validate_identifier])
+    pk_value = models.CharField(max_length=255)
+    # Null until a first version is accepted (the row is created to be locked).
+    updated_at = models.DateTimeField(null=True, blank=True)
+    device_id = models.CharField(max_length=255, blank=True)
+    seq = models.BigIntegerField(null=True, blank=True, help_text="Its change cursor.")
+    conflicts = models.PositiveIntegerField(
+        default=0, help_text="Stale changes refused for this record."
+    )
+
+    class Meta:
+        ordering = ["tenant", "table", "pk_value"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "table", "pk_value"], name="recordversion_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}.{self.table}#{self.pk_value} @ {self.updated_at}"

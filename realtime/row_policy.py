@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["SERVICE_ROLE", "relevant_claims", "row_visible"]
+__all__ = ["SERVICE_ROLE", "filter_admitted", "relevant_claims", "row_visible"]
 
 SERVICE_ROLE = "service_role"
 
@@ -32,6 +32,24 @@ def row_visible(
     return any(_policy_holds(policy, row, claims) for policy in policies)
 
 
+def filter_admitted(
+    *,
+    role: str,
+    policies: Sequence[Sequence[Rule]],
+    claims: Mapping[str, Any],
+    equalities: Mapping[str, Any],
+) -> bool:
+    """Whether a row with these column values could be visible to `role`.
+
+    For subscribing: a filter `column=eq.value` whose value no policy lets the
+    principal see (another supplier's id, say) is refused up front. Columns the
+    filter leaves open are judged later, row by row, by `row_visible`.
+    """
+    if role == SERVICE_ROLE:
+        return True
+    return any(_policy_admits(policy, claims, equalities) for policy in policies)
+
+
 def relevant_claims(policies: Sequence[Sequence[Rule]]) -> frozenset[str]:
     """The claim names `policies` read: sockets equal on these see the same rows."""
     return frozenset(claim for policy in policies for _column, claim in policy)
@@ -48,6 +66,18 @@ def _policy_holds(
     for column, claim in policy:
         expected = _canonical(claims.get(claim))
         if expected is None or _canonical(row.get(column)) != expected:
+            return False
+    return True
+
+
+def _policy_admits(
+    policy: Sequence[Rule], claims: Mapping[str, Any], equalities: Mapping[str, Any]
+) -> bool:
+    for column, claim in policy:
+        expected = _canonical(claims.get(claim))
+        if expected is None:
+            return False  # a policy on a claim the principal lacks never holds
+        if column in equalities and _canonical(equalities[column]) != expected:
             return False
     return True
 

@@ -39,3 +39,25 @@ def validate_rules(value: object) -> None:
                 'Each rule must be {"column": <identifier>, "claim": <name>}.',
                 code="invalid_rules",
             )
+
+
+RATE_RE = re.compile(r"^[0-9]+/[0-9]*[smhd]$")
+RATE_SCOPES = frozenset(
+    {"default", "read", "publish", "subscribe", "tokens", "broadcast"}
+)
+
+
+def validate_rate_limits(value: object) -> None:
+    """Per-tenant REST limits: {scope: "<count>/<period>"} (django-ratelimit rates)."""
+    if not isinstance(value, dict):
+        raise ValidationError("Rate limits must be an object.", code="invalid_rates")
+    for scope, rate in value.items():
+        if scope not in RATE_SCOPES or not (
+            isinstance(rate, str) and RATE_RE.match(rate)
+        ):
+            raise ValidationError(
+                "Each limit must be one of %(scopes)s mapped to a rate like "
+                '"10/m" (s, m, h, d; "100/5m" for a five-minute window).',
+                code="invalid_rates",
+                params={"scopes": ", ".join(sorted(RATE_SCOPES))},
+            )

@@ -7,8 +7,10 @@ them (see `subscriptions_flush`).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, IntegerField, Value, When
 from django.utils import timezone
@@ -38,6 +40,9 @@ def subscription_open(
             role=principal.role[:63],
             sub=principal.sub[:255],
             bindings=list(bindings),
+            tables=" ".join(sorted({str(b.get("table") or "*") for b in bindings}))[
+                :255
+            ],
             private=private,
             node=node,
             connection=connection,
@@ -106,6 +111,7 @@ def subscriptions_flush(*, seen: Collection[int], delivered: Mapping[int, int]) 
 
 def subscription_disconnect(*, subscription: Subscription, actor: str = "") -> None:
     """An operator closes one joined channel, wherever its socket is."""
+    from realtime.db import on_commit
     from realtime.layer import disconnect_send
 
     with transaction.atomic():
@@ -119,11 +125,22 @@ def subscription_disconnect(*, subscription: Subscription, actor: str = "") -> N
                 "connection": subscription.connection,
             },
         )
-        transaction.on_commit(
-            lambda: disconnect_send(
-                connection=subscription.connection,
-                topic=subscription.topic,
-                reason="Server requested disconnect",
-            ),
-            robust=True,
+        on_commit(
+            disconnect_send,
+            connection=subscription.connection,
+            topic=subscription.topic,
+            reason="Server requested disconnect",
         )
+
+
+def subscriptions_sweep(*, now: Any = None) -> int:
+    """Close socket subscriptions not seen for a while: their process died.
+
+    Live processes mark their subscriptions seen every few seconds (the hub's
+    ledger), so only the rows of a process that stopped are left behind.
+    """
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.HERALD_SUBSCRIPTION_STALE_AFTER)
+    return Subscription.objects.filter(
+        state=Subscription.State.ACTIVE, last_seen_at__lt=stale
+    ).update(state=Subscription.State.CLOSED, closed_at=now)

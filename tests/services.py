@@ -170,6 +170,9 @@ _started: list[Redis | Postgres] = []
 def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None]:
     # A wrapper runs before pytest-django's own hook, which reads the settings.
     os.environ.setdefault("HERALD_EXTRA_APPS", "tests.tracked")
+    # Every test client comes from 127.0.0.1: the per-IP limit on failed
+    # authentication (30/m) would trip across tests. Its own tests set it.
+    os.environ.setdefault("HERALD_AUTH_FAILURE_RATE", "100000/m")
     if not os.environ.get("HERALD_TEST_EXTERNAL"):
         redis, postgres = Redis(), Postgres()
         _started.extend([redis, postgres])

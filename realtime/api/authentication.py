@@ -7,7 +7,9 @@ from typing import Any
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
+from realtime.api.throttling import auth_failure_record, auth_failures_check
 from realtime.auth import Principal, principal_resolve
+from realtime.errors import AuthError
 
 
 def bearer_token(request: Request) -> str | None:
@@ -22,7 +24,13 @@ class PrincipalAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, Principal]:
         # realtime-js sends the apikey in the query string of its REST calls.
         apikey = request.META.get("HTTP_APIKEY") or request.query_params.get("apikey")
-        principal = principal_resolve(apikey=apikey, bearer=bearer_token(request))
+        # Per client IP: too many failures and even good credentials wait (429).
+        auth_failures_check(request)
+        try:
+            principal = principal_resolve(apikey=apikey, bearer=bearer_token(request))
+        except AuthError:
+            auth_failure_record(request)
+            raise
         return None, principal
 
     def authenticate_header(self, request: Request) -> str:

@@ -18,6 +18,8 @@ from realtime.services.broadcast import BroadcastInput, broadcasts_publish
 class BroadcastBatchApi(APIView):
     """Broadcast a batch of messages to topics; 202 with an empty body."""
 
+    rate_scope = "broadcast"
+
     class MessageSerializer(serializers.Serializer):
         topic = serializers.CharField(max_length=246)
         event = serializers.CharField(max_length=255)
@@ -51,6 +53,7 @@ class BroadcastSingleApi(APIView):
     """Broadcast one message; the body is its payload (JSON, or raw bytes)."""
 
     parser_classes = [JSONParser, OctetStreamParser]
+    rate_scope = "broadcast"
 
     def post(self, request: Request, topic: str, event: str) -> Response:
         data = request.data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
 from realtime.auth import Principal
@@ -30,3 +30,26 @@ class IsServiceRole(BasePermission):
         if isinstance(request.auth, Principal) and request.auth.is_service:
             return True
         raise Forbidden("This needs a secret key (role service_role)")
+
+
+class IsServiceRoleToWrite(BasePermission):
+    """Any principal may read; writing needs role service_role."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in SAFE_METHODS:
+            return isinstance(request.auth, Principal)
+        return IsServiceRole().has_permission(request, view)
+
+
+class IsSecretKey(BasePermission):
+    """A secret key itself (not a token, even one with role service_role)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        principal = request.auth
+        if (
+            isinstance(principal, Principal)
+            and principal.key_id is not None
+            and principal.is_service
+        ):
+            return True
+        raise Forbidden("This needs a secret key (sk_…)")

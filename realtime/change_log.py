@@ -1,0 +1,156 @@
+"""Reading the change log: catch-up, polling and webhook delivery read it one way.
+
+Changes come in cursor order, filtered by the same binding matcher and row-policy
+check the sockets use (realtime.bindings, realtime.row_policy). A tenant's cursors
+commit in order (services/changes.py), so reading "after N" never skips a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from realtime import errors
+from realtime.bindings import Binding, binding_matches
+from realtime.models import LiveUpdate, RowPolicy, Tenant
+from realtime.row_policy import SERVICE_ROLE, row_visible
+from realtime.selectors import Rules, row_policy_rules
+
+# Rows fetched per query while scanning; a request reads at most max_scan rows.
+PAGE_ROWS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Whose eyes: the role and claims the row policies are evaluated with."""
+
+    tenant_id: int
+    role: str
+    claims: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """Visible changes after a cursor, and where to continue from."""
+
+    changes: list[LiveUpdate]
+    next_cursor: int
+    has_more: bool
+
+
+def cursor_check(*, tenant: Tenant, cursor: int) -> None:
+    """Refuse a cursor after which retention deleted changes: the client must reload.
+
+    `changes_pruned_through` is the highest cursor retention deleted, so any
+    cursor below it has lost at least that change. A new tenant (0) never has.
+    """
+    pruned = (
+        Tenant.objects.filter(pk=tenant.pk)
+        .values_list("changes_pruned_through", flat=True)
+        .first()
+    )
+    if pruned and cursor < pruned:
+        raise errors.CursorGone(
+            f"Changes after cursor {cursor} were deleted by retention (the oldest "
+            f"retained cursor is above {pruned}): reload the data, then continue "
+            "from the cursor of the latest change"
+        )
+
+
+def visible_tables(*, reader: Reader) -> list[str] | None:
+    """Tables the reader may see any row of (None: every table, service_role)."""
+    if reader.role == SERVICE_ROLE:
+        return None
+    return list(
+        RowPolicy.objects.filter(tenant_id=reader.tenant_id, role=reader.role)
+        .values_list("table", flat=True)
+        .distinct()
+    )
+
+
+def changes_after(
+    *,
+    reader: Reader,
+    after: int,
+    limit: int,
+    tables: Collection[str] | None = None,
+    binding: Binding | None = None,
+    max_scan: int | None = None,
+) -> ChangePage:
+    """Up to `limit` changes after `after` that the reader may see, in cursor order.
+
+    At most `max_scan` rows are read: a reader that may see few of them gets a
+    short (even empty) page whose `next_cursor` still moves past what was read.
+    """
+    allowed = visible_tables(reader=reader)
+    if allowed is not None:
+        tables = set(allowed) & set(tables) if tables is not None else allowed
+    if tables is not None and not tables:
+        return ChangePage([], after, False)
+    rows = LiveUpdate.objects.filter(tenant_id=reader.tenant_id).order_by("pk")
+    if tables is not None:
+        rows = rows.filter(table__in=sorted(tables))
+    visible = _visibility(reader, binding)
+    budget = max_scan or settings.HERALD_CATCH_UP_MAX_SCAN
+    found: list[LiveUpdate] = []
+    cursor = after
+    while budget > 0:
+        want = min(PAGE_ROWS, budget)
+        page = list(rows.filter(pk__gt=cursor)[:want])
+        for index, update in enumerate(page):
+            cursor = update.pk
+            if visible(update):
+                found.append(update)
+                if len(found) == limit:
+                    more = index + 1 < len(page) or rows.filter(pk__gt=cursor).exists()
+                    return ChangePage(found, cursor, more)
+        if len(page) < want:
+            return ChangePage(found, cursor, False)  # read to the end of the log
+        budget -= len(page)
+    return ChangePage(found, cursor, rows.filter(pk__gt=cursor).exists())
+
+
+def _visibility(
+    reader: Reader, binding: Binding | None
+) -> Callable[[LiveUpdate], bool]:
+    policies: dict[str, dict[str, Rules]] = {}
+
+    def visible(update: LiveUpdate) -> bool:
+        if binding is not None and not binding_matches(
+            binding,
+            table=update.table,
+            change_type=update.type,
+            record=update.record,
+            old_record=update.old_record,
+        ):
+            return False
+        if reader.role == SERVICE_ROLE:
+            return True
+        if update.table not in policies:
+            policies[update.table] = row_policy_rules(
+                tenant_id=reader.tenant_id, table=update.table
+            )
+        # As the sockets do: a DELETE is judged on the row it removed.
+        row = update.old_record if update.type == "DELETE" else update.record
+        return row_visible(
+            role=reader.role,
+            policies=policies[update.table].get(reader.role, []),
+            row=row,
+            claims=reader.claims,
+        )
+
+    return visible
+
+
+def log_head(*, tenant_id: int) -> int:
+    """The tenant's latest cursor (0 before its first change)."""
+    latest = (
+        LiveUpdate.objects.filter(tenant_id=tenant_id)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return latest or 0

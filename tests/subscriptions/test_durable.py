@@ -1,0 +1,293 @@
+"""Durable subscriptions over REST: subscribe, poll, unsubscribe, and every refusal."""
+
+import time
+import types
+
+import orjson
+import pytest
+
+from realtime.auth import token_mint
+from realtime.models import Tenant
+from subscriptions.models import DurableSubscription
+from tests.subscriptions.support import (
+    SECRET,
+    publish,
+    subscribe,
+    supplier_token,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FORM = {"channels": ["form-responses"], "filters": {"supplier_id": "s-1"}}
+
+
+def poll(api, creds, token, subscription_id, **params):
+    return api.get(
+        f"/api/realtime/subscriptions/{subscription_id}/changes",
+        params,
+        HTTP_APIKEY=creds.publishable_key,
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+
+
+def unsubscribe(api, creds, token, ids):
+    return api.post(
+        "/api/realtime/unsubscribe",
+        orjson.dumps({"ids": ids}),
+        content_type="application/json",
+        HTTP_APIKEY=creds.publishable_key,
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+
+
+@pytest.fixture
+def frozen_rate_clock(monkeypatch):
+    """django-ratelimit counts in fixed windows: keep the test inside one."""
+    now = time.time()
+    monkeypatch.setattr(
+        "django_ratelimit.core.time", types.SimpleNamespace(time=lambda: now)
+    )
+
+
+def test_subscribe_to_a_named_channel(api, form_responses):
+    token = supplier_token(form_responses, "s-1")
+    response = subscribe(api, form_responses, FORM, token=token)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["success"] is True
+    [sub] = body["subscriptions"]
+    assert {k: sub[k] for k in ("channel", "status", "filter", "delivery")} == {
+        "channel": "form-responses",
+        "status": "active",
+        "filter": "supplier_id=eq.s-1",
+        "delivery": "polling",
+    }
+    row = DurableSubscription.objects.get(pk=sub["id"])
+    assert (row.sub, row.role, row.table) == (
+        "user-1",
+        "authenticated",
+        "form_responses",
+    )
+    assert row.claims["supplier_id"] == "s-1" and "exp" not in row.claims
+
+
+def test_polling_returns_the_matching_changes_in_order_and_moves_on(
+    api, form_responses
+):
+    tenant = form_responses
+    token = supplier_token(tenant, "s-1")
+    publish(tenant, "form_responses", id=0, supplier_id="s-1")  # before subscribing
+    sub_id = subscribe(api, tenant, FORM, token=token).json()["subscriptions"][0]["id"]
+    wanted = [publish(tenant, "form_responses", id=1, supplier_id="s-1")]
+    publish(tenant, "form_responses", id=2, supplier_id="s-2")
+    publish(tenant, "other_table", id=3, supplier_id="s-1")
+    wanted.append(
+        publish(tenant, "form_responses", "UPDATE", id=1, supplier_id="s-1", a=1)
+    )
+    wanted.append(publish(tenant, "form_responses", "DELETE", id=1, supplier_id="s-1"))
+
+    first = poll(api, tenant, token, sub_id)
+    assert first.status_code == 200, first.content
+    body = first.json()
+    assert [c["seq"] for c in body["changes"]] == wanted
+    assert [c["type"] for c in body["changes"]] == ["INSERT", "UPDATE", "DELETE"]
+    assert body["subscription"] == sub_id and body["has_more"] is False
+
+    assert poll(api, tenant, token, sub_id).json()["changes"] == []
+    again = poll(api, tenant, token, sub_id, after=wanted[0] - 1).json()
+    assert [c["seq"] for c in again["changes"]] == wanted
+    row = DurableSubscription.objects.get(pk=sub_id)
+    assert row.delivered_count == 3  # re-reading does not count twice
+    assert row.cursor >= wanted[-1]
+
+
+def test_pages_of_a_subscription(api, form_responses):
+    tenant = form_responses
+    token = supplier_token(tenant, "s-1")
+    sub_id = subscribe(api, tenant, FORM, token=token).json()["subscriptions"][0]["id"]
+    wanted = [
+        publish(tenant, "form_responses", id=i, supplier_id="s-1") for i in range(5)
+    ]
+    got = []
+    while True:
+        body = poll(api, tenant, token, sub_id, limit=2).json()
+        got += [c["seq"] for c in body["changes"]]
+        if not body["has_more"]:
+            break
+    assert got == wanted
+
+
+def test_a_filter_the_principal_may_not_see_is_refused(api, form_responses):
+    token = supplier_token(form_responses, "s-1")
+    body = {"channels": ["form-responses"], "filters": {"supplier_id": "s-2"}}
+    response = subscribe(api, form_responses, body, token=token)
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+    assert "supplier_id" in response.json()["message"]
+    assert not DurableSubscription.objects.exists()
+
+
+def test_the_secret_key_may_subscribe_to_any_supplier(api, form_responses):
+    body = {"channels": ["form-responses"], "filters": {"supplier_id": 42}}
+    response = subscribe(api, form_responses, body)
+    assert response.status_code == 200
+    assert response.json()["subscriptions"][0]["filter"] == "supplier_id=eq.42"
+
+
+def test_a_missing_required_filter_is_refused(api, form_responses):
+    token = supplier_token(form_responses, "s-1")
+    response = subscribe(api, form_responses, {"channels": ["form-responses"]}, token)
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid",
+        "message": "filters.supplier_id: required by channel 'form-responses'",
+    }
+    assert not DurableSubscription.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"channels": ["no-such-channel"]}, 400, "channels[0]: no channel"),
+        ({"channels": []}, 400, "channels: "),
+        ({"channels": [{"table": "a.b"}]}, 400, "is not a plain identifier"),
+        (
+            {"channels": [{"table": "orders", "filter": "id=like.1"}]},
+            400,
+            "Error parsing `filter` params",
+        ),
+        ({"channels": [{"table": "orders"}]}, 403, "may not see rows of 'orders'"),
+        ({"channels": [7]}, 400, "channels[0]: Must be a channel name"),
+        (
+            {**FORM, "webhook": {"url": "ftp://example.com/x", "secret": SECRET}},
+            400,
+            "webhook.url",
+        ),
+    ],
+)
+def test_bad_subscriptions_are_refused(api, form_responses, body, status, message):
+    token = supplier_token(form_responses, "s-1")
+    response = subscribe(api, form_responses, body, token=token)
+    assert response.status_code == status, response.content
+    assert message in response.json()["message"]
+    assert not DurableSubscription.objects.exists()
+
+
+def test_an_inline_binding_the_policy_allows(api, form_responses):
+    token = supplier_token(form_responses, "s-1")
+    binding = {"table": "form_responses", "filter": "status=eq.new", "event": "INSERT"}
+    response = subscribe(api, form_responses, {"channels": [binding]}, token=token)
+    assert response.status_code == 200, response.content
+    [sub] = response.json()["subscriptions"]
+    assert (sub["channel"], sub["event"], sub["filter"]) == (
+        "form_responses",
+        "INSERT",
+        "status=eq.new",
+    )
+
+
+@pytest.mark.parametrize(
+    ("credentials", "error"),
+    [
+        ({}, "missing_api_key"),
+        ({"HTTP_APIKEY": "pk_nope"}, "invalid_api_key"),
+        ("expired", "token_expired"),
+        ("forged", "invalid_token_signature"),
+    ],
+)
+def test_subscribe_without_valid_credentials_is_401(
+    api, form_responses, make_tenant, credentials, error
+):
+    if credentials == "expired":
+        token = token_mint(tenant=form_responses.tenant, role="authenticated", ttl=-5)
+        credentials = {
+            "HTTP_APIKEY": form_responses.publishable_key,
+            "HTTP_AUTHORIZATION": f"Bearer {token}",
+        }
+    elif credentials == "forged":
+        other = make_tenant("Other")
+        token = token_mint(tenant=other.tenant, role="authenticated", ttl=60)
+        credentials = {
+            "HTTP_APIKEY": form_responses.publishable_key,
+            "HTTP_AUTHORIZATION": f"Bearer {token}",
+        }
+    response = api.post(
+        "/api/realtime/subscribe",
+        orjson.dumps(FORM),
+        content_type="application/json",
+        **credentials,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == error
+    assert not DurableSubscription.objects.exists()
+
+
+def test_subscribe_is_limited_to_10_per_minute_per_principal(
+    api, form_responses, frozen_rate_clock
+):
+    token = supplier_token(form_responses, "s-1")
+    for _ in range(10):
+        assert subscribe(api, form_responses, FORM, token=token).status_code == 200
+    refused = subscribe(api, form_responses, FORM, token=token)
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "rate_limited"
+    assert "10/m" in refused.json()["message"]
+    assert 1 <= int(refused["Retry-After"]) <= 61
+    # Another principal of the same tenant has its own budget.
+    other = supplier_token(form_responses, "s-2", sub="user-2")
+    body = {"channels": ["form-responses"], "filters": {"supplier_id": "s-2"}}
+    assert subscribe(api, form_responses, body, token=other).status_code == 200
+
+
+def test_a_tenant_sets_its_own_subscribe_limit(api, form_responses, frozen_rate_clock):
+    Tenant.objects.filter(pk=form_responses.tenant.pk).update(
+        rate_limits={"subscribe": "2/m"}
+    )
+    token = supplier_token(form_responses, "s-1")
+    statuses = [
+        subscribe(api, form_responses, FORM, token).status_code for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+
+
+def test_subscribing_again_returns_the_same_subscription(api, form_responses):
+    token = supplier_token(form_responses, "s-1")
+    first = subscribe(api, form_responses, FORM, token=token).json()
+    again = subscribe(api, form_responses, FORM, token=token).json()
+    assert first["subscriptions"][0]["id"] == again["subscriptions"][0]["id"]
+    assert DurableSubscription.objects.count() == 1
+
+
+def test_unsubscribe_closes_and_polling_stops(api, form_responses):
+    token = supplier_token(form_responses, "s-1")
+    sub_id = subscribe(api, form_responses, FORM, token).json()["subscriptions"][0][
+        "id"
+    ]
+    response = unsubscribe(api, form_responses, token, [sub_id])
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "unsubscribed": [sub_id]}
+    assert DurableSubscription.objects.get(pk=sub_id).state == "closed"
+    assert poll(api, form_responses, token, sub_id).status_code == 404
+
+
+def test_another_principals_subscription_is_not_found(api, form_responses):
+    token = supplier_token(form_responses, "s-1")
+    sub_id = subscribe(api, form_responses, FORM, token).json()["subscriptions"][0][
+        "id"
+    ]
+    intruder = supplier_token(form_responses, "s-1", sub="user-2")
+    assert poll(api, form_responses, intruder, sub_id).status_code == 404
+    refused = unsubscribe(api, form_responses, intruder, [sub_id])
+    assert refused.status_code == 404 and refused.json()["error"] == "not_found"
+    assert DurableSubscription.objects.get(pk=sub_id).state == "active"
+
+
+def test_a_webhook_subscription_is_not_polled(api, form_responses, settings):
+    settings.HERALD_WEBHOOK_ALLOW_PRIVATE = True
+    token = supplier_token(form_responses, "s-1")
+    body = {**FORM, "webhook": {"url": "http://127.0.0.1:9/hook", "secret": SECRET}}
+    response = subscribe(api, form_responses, body, token)
+    assert response.status_code == 200, response.content
+    sub_id = response.json()["subscriptions"][0]["id"]
+    refused = poll(api, form_responses, token, sub_id)
+    assert refused.status_code == 409 and refused.json()["error"] == "conflict"

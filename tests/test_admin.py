@@ -1,0 +1,94 @@
+"""The operators' admin: keys shown once, actions that reach live sockets."""
+
+import pytest
+from django.contrib.auth.models import User
+
+from audit.models import ActivityLog, EventType
+from realtime.auth import principal_from_apikey
+from realtime.models import ApiKey
+from subscriptions.models import Subscription
+from tests.wire import Socket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def staff(client):
+    user = User.objects.create_superuser("ops", "ops@example.com", "pw-123456")
+    client.force_login(user)
+    return client
+
+
+def test_a_new_key_is_shown_once_and_works(staff, tenant):
+    response = staff.post(
+        "/admin/realtime/apikey/add/",
+        {"tenant": tenant.tenant.pk, "kind": "secret", "name": "ci"},
+        follow=True,
+    )
+    [message] = [m for m in map(str, response.context["messages"]) if "shown once" in m]
+    raw = message.rsplit(" ", 1)[-1]
+    assert raw.startswith("sk_")
+    assert principal_from_apikey(raw).tenant == tenant.tenant
+    key = ApiKey.objects.get(name="ci")
+    listing = staff.get("/admin/realtime/apikey/").content.decode()
+    assert key.prefix in listing and raw not in listing
+
+
+def test_revoke_action(staff, tenant):
+    key = ApiKey.objects.get(tenant=tenant.tenant, kind="publishable")
+    staff.post(
+        "/admin/realtime/apikey/",
+        {"action": "revoke", "_selected_action": [key.pk]},
+    )
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+    log = ActivityLog.objects.get(event_type=EventType.KEY_REVOKED)
+    assert log.actor == "staff:ops"
+
+
+def test_suspend_and_resume_actions_close_sockets(staff, tenant, herald_server):
+    ws = Socket(herald_server.ws_url, tenant.secret_key)
+    ws.join("room")
+    staff.post(
+        "/admin/realtime/tenant/",
+        {"action": "suspend", "_selected_action": [tenant.tenant.pk]},
+    )
+    assert (
+        ws.recv_until(lambda f: f["event"] == "phx_close")["topic"] == "realtime:room"
+    )
+    tenant.tenant.refresh_from_db()
+    assert not tenant.tenant.is_active
+    staff.post(
+        "/admin/realtime/tenant/",
+        {"action": "resume", "_selected_action": [tenant.tenant.pk]},
+    )
+    tenant.tenant.refresh_from_db()
+    assert tenant.tenant.is_active
+
+
+def test_disconnect_action_and_filters_on_subscriptions(staff, tenant, herald_server):
+    ws = Socket(herald_server.ws_url, tenant.secret_key)
+    ws.join("shop", bindings=[{"event": "*", "schema": "public", "table": "orders"}])
+    ws.join("other")
+    shop = Subscription.objects.get(topic="realtime:shop")
+    assert shop.tables == "orders"
+    listing = staff.get("/admin/subscriptions/subscription/?table=orders&state=active")
+    assert listing.status_code == 200
+    assert list(listing.context["cl"].result_list) == [shop]
+    staff.post(
+        "/admin/subscriptions/subscription/",
+        {"action": "disconnect", "_selected_action": [shop.pk]},
+    )
+    closed = ws.recv_until(lambda f: f["event"] == "phx_close")
+    assert closed["topic"] == "realtime:shop"
+    ws.close()
+
+
+def test_the_activity_log_and_the_change_log_are_read_only(staff, tenant):
+    log = ActivityLog.objects.filter(tenant=tenant.tenant).first()
+    assert staff.get("/admin/audit/activitylog/").status_code == 200
+    assert staff.get("/admin/audit/activitylog/add/").status_code == 403
+    change = staff.post(f"/admin/audit/activitylog/{log.pk}/delete/", {"post": "yes"})
+    assert change.status_code == 403
+    assert ActivityLog.objects.filter(pk=log.pk).exists()
+    assert staff.get("/admin/realtime/liveupdate/add/").status_code == 403
