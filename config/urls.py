@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from realtime.api.broadcast import BroadcastBatchApi, BroadcastSingleApi
 from realtime.api.errors import error_json
+from realtime.dashboard import dashboard_data, dashboard_page
 from realtime.health import healthz
 from realtime.metrics import metrics_view
 
@@ -12,6 +13,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
+    path("dashboard/", dashboard_page, name="dashboard"),
+    path("dashboard/data", dashboard_data, name="dashboard-data"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("realtime.api.urls")),
