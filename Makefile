@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint system-deps clients migrate clean
+.PHONY: run test lint system-deps clients migrate clean bench-retention
 
 # --- Python environment --------------------------------------------------------
 
@@ -58,3 +58,8 @@ migrate: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) var db.sqlite3 $(CLIENTS)/.venv $(CLIENTS)/node_modules
+
+# --- Retention on a million rows, with a publisher writing all along ------------
+
+bench-retention: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.retention $(BENCH_ARGS)

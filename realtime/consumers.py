@@ -160,7 +160,6 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
 
     async def dispatch_frame(self, message: Message) -> None:
         if message.topic == PHOENIX_TOPIC and message.event == HEARTBEAT:
-            hub().seen.update(c.subscription_id for c in self.channels.values())
             await self.reply(message, "ok", {})
         elif message.event == PHX_JOIN:
             await self.on_join(message)
@@ -374,6 +373,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         await self.send_message(close(channel.topic, channel.join_ref))
 
     # --- Orders from elsewhere (revoked keys, suspended tenants, admins) --------
+
+    def subscription_ids(self) -> list[int]:
+        return [c.subscription_id for c in self.channels.values() if c.subscription_id]
 
     def matches(self, order: dict[str, Any]) -> bool:
         """Does a disconnect order concern this socket or one of its channels?"""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from django.db import connection, transaction
@@ -16,6 +15,7 @@ from audit.services import activity_record
 from realtime import errors
 from realtime.auth import Principal
 from realtime.columns import columns_infer
+from realtime.db import on_commit
 from realtime.layer import changes_send
 from realtime.models import LiveUpdate, Tenant
 from realtime.validators import is_identifier
@@ -96,7 +96,7 @@ def live_updates_record(
         created = LiveUpdate.objects.bulk_create(rows)
         # robust: the rows are committed by then; a channel layer that is down
         # must not turn a committed publish into an error. Catch-up recovers it.
-        transaction.on_commit(partial(changes_send, created), robust=True)
+        on_commit(changes_send, updates=created)
     return created
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
@@ -11,6 +10,7 @@ from django.utils.text import slugify
 
 from audit.models import EventType
 from audit.services import activity_record
+from realtime.db import on_commit
 from realtime.errors import TenantSuspended
 from realtime.keys import PREFIX_SHOWN, jwt_secret_generate, key_generate, key_hash
 from realtime.layer import disconnect_send
@@ -81,9 +81,7 @@ def api_key_revoke(*, key: ApiKey, actor: str = "") -> ApiKey:
             target=key.prefix,
         )
         reason = "Unauthorized: The API key was revoked"
-        transaction.on_commit(
-            partial(disconnect_send, key=key.pk, reason=reason), robust=True
-        )
+        on_commit(disconnect_send, key=key.pk, reason=reason)
     return key
 
 
@@ -96,9 +94,7 @@ def tenant_suspend(*, tenant: Tenant, actor: str = "") -> Tenant:
             event_type=EventType.TENANT_SUSPENDED, tenant=tenant, actor=actor
         )
         reason = TenantSuspended().reason
-        transaction.on_commit(
-            partial(disconnect_send, tenant=tenant.pk, reason=reason), robust=True
-        )
+        on_commit(disconnect_send, tenant=tenant.pk, reason=reason)
     return tenant
 
 

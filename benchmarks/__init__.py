@@ -1,0 +1,1 @@
+"""`make bench`: Herald's fan-out measured against the naive Channels design."""
