@@ -16,6 +16,7 @@ OPERATIONS = {
     ("post", "/api/live-updates"),
     ("post", "/api/changes"),
     ("post", "/api/tokens"),
+    ("get", "/api/activity"),
     ("post", "/api/realtime/subscribe"),
     ("post", "/api/realtime/unsubscribe"),
     ("get", "/api/realtime/status"),
