@@ -5,11 +5,13 @@ else in the suite. Loops are bounded in count and time; loopback only.
 """
 
 import json
+import threading
 import time
 
 import httpx
 import psycopg
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from realtime.models import LiveUpdate
 from tests.server import manage
@@ -135,3 +137,69 @@ def test_publishing_answers_503_while_postgres_is_down_and_sockets_stay_up(
     assert [r[0] for r in rows] == [{"id": 2}], "the refused publish wrote nothing"
     listener.close()
     talker.close()
+
+
+def catch_up(server, key, since):
+    """Every change after `since`, following next_cursor while has_more."""
+    seqs, cursor = [], since
+    for _ in range(100):
+        page = httpx.get(
+            f"{server.url}/api/live-updates",
+            params={"since": cursor, "table": "orders", "limit": 100},
+            headers={"apikey": key},
+            timeout=10,
+        ).json()
+        seqs += [c["seq"] for c in page["changes"]]
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            return seqs
+    raise AssertionError("catch-up did not end")
+
+
+def drain(ws, into):
+    """Every change a socket still delivers until its server is gone."""
+    with pytest.raises(ConnectionClosed):
+        while True:
+            frame = ws.recv(timeout=10)
+            if frame["event"] == "postgres_changes":
+                into.append(frame["payload"]["data"]["seq"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_clients_of_a_killed_process_end_with_every_change_through_catch_up(
+    tenant, herald_server, start_server
+):
+    key, total = tenant.secret_key, 120
+    doomed = start_server()
+    clients = [Socket(doomed.ws_url, key) for _ in range(3)]
+    for ws in clients:
+        ws.join("shop", bindings=ORDERS)
+    published: list[int] = []
+
+    def publisher():
+        for n in range(total):
+            response = publish(herald_server, key, n)
+            assert response.status_code == 201
+            published.append(response.json()["changes"][0]["seq"])
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    received: list[list[int]] = [[] for _ in clients]
+    for ws, seen in zip(clients, received, strict=True):
+        seen += [c["payload"]["data"]["seq"] for c in ws.changes(5)]
+    doomed.kill()  # mid-stream: the publisher goes on through the other process
+    for ws, seen in zip(clients, received, strict=True):
+        drain(ws, seen)
+    # Each client reconnects to a live process, then catches up from its cursor.
+    survivors = [Socket(herald_server.ws_url, key) for _ in clients]
+    for ws in survivors:
+        ws.join("shop", bindings=ORDERS)
+    thread.join(60)
+    assert not thread.is_alive() and len(published) == total
+    for ws, seen in zip(survivors, received, strict=True):
+        recovered = catch_up(herald_server, key, since=max(seen))
+        ended_with = seen + recovered
+        assert sorted(set(ended_with)) == sorted(published), "a change was lost"
+        assert len(set(seen)) == len(seen), "a change was delivered twice live"
+        ws.close()
