@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from realtime.api.throttling import auth_failure_record, auth_failures_check
 from realtime.auth import Principal, principal_resolve
 from realtime.errors import AuthError
+from realtime.services.sockets import auth_refusal_event, refusal_record
 
 
 def bearer_token(request: Request) -> str | None:
@@ -28,7 +29,13 @@ class PrincipalAuthentication(BaseAuthentication):
         auth_failures_check(request)
         try:
             principal = principal_resolve(apikey=apikey, bearer=bearer_token(request))
-        except AuthError:
+        except AuthError as exc:
+            refusal_record(
+                event_type=auth_refusal_event(exc),
+                reason=exc.message,
+                ip=request.META.get("REMOTE_ADDR"),
+                target=request.path[:255],
+            )
             auth_failure_record(request)
             raise
         return None, principal

@@ -19,12 +19,28 @@ REFUSAL_LOG_INTERVAL = 10.0
 _last_logged: dict[tuple[int | None, int, str | None], float] = {}
 
 
+TOKEN_ERRORS = (
+    errors.MalformedToken,
+    errors.TokenSignatureError,
+    errors.TokenClaimsMissing,
+)
+
+
 def refusal_event(exc: errors.HeraldError) -> EventType:
     if isinstance(exc, errors.TokenExpired):
         return EventType.TOKEN_EXPIRED
     if isinstance(exc, errors.AuthError):
         return EventType.TOKEN_REFUSED
     return EventType.JOIN_REFUSED
+
+
+def auth_refusal_event(exc: errors.AuthError) -> EventType:
+    """A refused REST credential: an expired or bad token, or a bad key."""
+    if isinstance(exc, errors.TokenExpired):
+        return EventType.TOKEN_EXPIRED
+    if isinstance(exc, TOKEN_ERRORS):
+        return EventType.TOKEN_REFUSED
+    return EventType.AUTH_FAILED
 
 
 def refusal_record(

@@ -31,3 +31,20 @@ def test_publishable_keys_may_not_read_activity(api, tenant):
         api.get("/api/activity?event=nope", HTTP_APIKEY=tenant.secret_key).status_code
         == 400
     )
+
+
+def test_refused_rest_credentials_are_written_once_per_burst(api, tenant):
+    from audit.models import ActivityLog
+    from realtime.services import sockets
+
+    sockets._last_logged.clear()  # earlier tests' refusals in this process
+    for _ in range(3):
+        assert api.get("/api/activity", HTTP_APIKEY="sk_wrong").status_code == 401
+    assert ActivityLog.objects.filter(event_type=EventType.AUTH_FAILED).count() == 1
+    expired = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.x"
+    api.get(
+        "/api/activity",
+        HTTP_APIKEY=tenant.publishable_key,
+        HTTP_AUTHORIZATION=f"Bearer {expired}",
+    )
+    assert ActivityLog.objects.filter(event_type=EventType.TOKEN_REFUSED).count() == 1
