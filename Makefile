@@ -63,3 +63,14 @@ clean:
 
 bench-retention: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.retention $(BENCH_ARGS)
+
+# --- Benchmark: Herald's fan-out against the naive Channels design (benchmarks/) ---
+
+.PHONY: bench
+
+benchmarks/node_modules/.installed: benchmarks/package-lock.json
+	cd benchmarks && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+bench: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

@@ -1,0 +1,342 @@
+"""`make bench`: Herald's fan-out against the naive Channels design, in one run.
+
+Starts a throwaway Redis and PostgreSQL (the production shape), migrates a fresh
+database, creates a tenant, then for each design starts ONE daphne process per
+workload and drives it with benchmarks/loadgen.mjs (Node + ws, same machine):
+
+1. RSS: the server's RSS before and after N idle joined sockets, per socket;
+2. throughput: S subscribers on one stream, changes published as fast as they
+   are delivered (closed loop), deliveries/s counted at the receivers;
+3. latency: publish-to-receive p50/p95/p99 at half Herald's measured maximum
+   (the naive design also at half its own maximum).
+
+Changes go straight to the channel layer by default (benchmarks/publisher.py),
+which isolates fan-out from database writes; `--publish rest` POSTs them to the
+measured process instead. Prints one table with the ratios and the issue's
+goals; every process it starts is stopped before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/run.py` as well as `-m`
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.processes import (  # noqa: E402
+    LoadGen,
+    NaiveServer,
+    Profiler,
+    busy_cores,
+    create_database,
+    lift_limits,
+    raise_fd_limit,
+    redis_flush,
+    rss_kb,
+    stack_env,
+    versions,
+)
+from benchmarks.report import dig, goals, report  # noqa: E402
+from tests.server import Server, manage  # noqa: E402
+from tests.services import Postgres, Redis  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+TABLE = "bench"
+# How each design is served: Herald as deployed (`manage.py serve`).
+SERVERS = {"herald": Server, "naive": NaiveServer}
+DESIGN_NAMES = {"herald": "Herald", "naive": "naive"}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--designs", default="herald,naive")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--idle", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=12, help="throughput phase")
+    parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="deliveries/s of the latency phase (default: half the measured max)",
+    )
+    parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--batch", type=int, default=5, help="changes per publish")
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=0.5,
+        help="seconds of deliveries kept in flight in the throughput phase",
+    )
+    parser.add_argument("--posts", type=int, default=2, help="publishes in flight")
+    parser.add_argument("--vsn", default="2.0.0", choices=["1.0.0", "2.0.0"])
+    parser.add_argument(
+        "--topics",
+        default="same",
+        choices=["same", "distinct"],
+        help="stream subscribers join one topic, or one topic each",
+    )
+    parser.add_argument(
+        "--idle-topics",
+        default="distinct",
+        choices=["same", "distinct"],
+        help="idle sockets join one topic each (the costlier case), or one topic",
+    )
+    parser.add_argument(
+        "--publish",
+        default="layer",
+        choices=["layer", "rest"],
+        help="send changes straight to the channel layer (fan-out alone), or "
+        "POST /api/changes to the measured process (database write included)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the server's throughput phase into DIR"
+    )
+    return parser.parse_args()
+
+
+# --- one design --------------------------------------------------------------------
+
+
+def loadgen_config(
+    args: argparse.Namespace, server: Server, tenant: dict[str, str]
+) -> dict:
+    return {
+        "ws": server.ws_url,
+        "root": str(ROOT),
+        "publish": args.publish,
+        "publishHttp": server.url,
+        "publisherCmd": [
+            *(sys.executable, "-m", "benchmarks.publisher"),
+            *(tenant["tenant"], TABLE),
+        ],
+        "publisherPid": server.process.pid,
+        "apikey": tenant["secret_key"],
+        "vsn": args.vsn,
+        "table": TABLE,
+        "topics": args.topics,
+        "serverPid": server.process.pid,
+        "clockTicks": os.sysconf("SC_CLK_TCK"),
+        "connectConcurrency": 64,
+        "batch": args.batch,
+        "windowSeconds": args.window,
+        "maxPosts": args.posts,
+        "tputSeconds": args.seconds,
+        "latSeconds": args.latency_seconds,
+        "warmupSeconds": args.warmup,
+        "drainSeconds": 5,
+    }
+
+
+@contextlib.contextmanager
+def serving(name: str, env: dict[str, str], log: Path) -> Iterator[Server]:
+    """A fresh daphne process for one workload, so none inherits another's state."""
+    server = SERVERS[name](env, log=log)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def log_errors(log: Path) -> dict[str, Any]:
+    """How many errors the server logged, and the first of each kind."""
+    kinds: dict[str, int] = {}
+    for text in log.read_text(errors="replace").splitlines():
+        if " ERROR " in text or " CRITICAL " in text:
+            kind = text.split(" ", 3)[-1][:100]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return {"count": sum(kinds.values()), "kinds": kinds}
+
+
+def idle_run(config: dict, server: Server, count: int, log: Path) -> dict[str, Any]:
+    """Open `count` idle joined sockets; the server's RSS once all have joined."""
+    idle = {**config, "mode": "idle", "count": count, "holdSeconds": 120}
+    idle["maxSeconds"] = 240
+    gen = LoadGen(idle, log=log)
+    try:
+        ready = gen.next_event("ready")
+        time.sleep(2)  # let the joins' side effects settle
+        rss = rss_kb(server.process.pid)
+        gen.tell("close")
+        done = gen.next_event("done")
+    finally:
+        gen.wait()
+    return {**ready, "rss_kb": rss, "still_open": done["still_open"]}
+
+
+def measure_rss(
+    name: str, args: argparse.Namespace, config: dict, server: Server, log: Path
+) -> dict[str, Any]:
+    # Warm-up: load what the first sockets load lazily, then the baseline.
+    idle_run(config, server, 100, log)
+    time.sleep(1)
+    before = rss_kb(server.process.pid)
+    print(f"[{name}] RSS {before} KB; opening {args.idle} idle sockets", flush=True)
+    idle = idle_run(config, server, args.idle, log)
+    idle["rss_before_kb"] = before
+    idle["kb_per_conn"] = (idle["rss_kb"] - before) / max(1, idle["open"])
+    print(
+        f"[{name}] {idle['open']} joined in {idle['connect_s']:.1f}s, "
+        f"RSS {idle['rss_kb']} KB ({idle['kb_per_conn']:.1f} KB each)",
+        flush=True,
+    )
+    return idle
+
+
+def measure_stream(
+    name: str,
+    args: argparse.Namespace,
+    config: dict,
+    server: Server,
+    lat_rates: list[dict[str, Any]],
+    log: Path,
+) -> tuple[dict[str, Any], list[str] | None]:
+    stream = {**config, "mode": "stream", "count": args.subscribers}
+    stream["latRates"] = lat_rates
+    stream["maxSeconds"] = 90 + args.seconds + 25 * len(lat_rates)
+    gen = LoadGen(stream, log=log)
+    profile = None
+    try:
+        for event in gen.events():
+            if event["event"] == "phase" and event["name"] == "throughput":
+                print(
+                    f"[{name}] {args.subscribers} subscribers; throughput", flush=True
+                )
+                if args.profile:
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    out = args.profile / f"{name}-throughput.txt"
+                    seconds = args.seconds - args.warmup
+                    profile = Profiler(server.process.pid, seconds, out)
+            elif event["event"] == "phase":
+                print(f"[{name}] latency at {event['rate']:,.0f}/s", flush=True)
+            elif event["event"] == "result":
+                return event, profile.summary() if profile else None
+    finally:
+        gen.wait()
+    raise RuntimeError(f"load generator gave no result:\n{log.read_text()[-2000:]}")
+
+
+def measure_design(
+    name: str,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    tenant: dict[str, str],
+    redis: Redis,
+    lat_rates: list[dict[str, Any]],
+    logs: Path,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    gen_log = logs / f"{name}-loadgen.log"
+    for workload in ("idle", "stream"):
+        # The previous workload's group memberships would still get every change.
+        redis_flush(redis)
+        log = logs / f"{name}-{workload}-daphne.log"
+        print(f"[{name}] starting its server for the {workload} workload", flush=True)
+        with serving(name, env, log) as server:
+            config = loadgen_config(args, server, tenant)
+            config["redisPid"] = redis.process.pid
+            if workload == "idle":
+                config["topics"] = args.idle_topics
+                result["idle"] = measure_rss(name, args, config, server, gen_log)
+            else:
+                result["stream"], result["profile"] = measure_stream(
+                    name, args, config, server, lat_rates, gen_log
+                )
+        result[f"{workload}_errors"] = log_errors(log)
+    return result
+
+
+# --- main ------------------------------------------------------------------------
+
+
+def main() -> int:
+    args = parse_args()
+    designs = [d.strip() for d in args.designs.split(",") if d.strip()]
+    unknown = set(designs) - set(SERVERS)
+    if unknown:
+        raise SystemExit(f"unknown designs: {', '.join(sorted(unknown))}")
+    if not (HERE / "node_modules" / "ws").is_dir():
+        raise SystemExit("benchmarks/node_modules is missing: run `make bench`")
+    raise_fd_limit()
+    logs = Path(tempfile.mkdtemp(prefix="herald-bench-"))
+    started: list[Redis | Postgres] = []
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        redis = Redis()
+        started.append(redis)
+        pg = Postgres()
+        started.append(pg)
+        create_database(pg)
+        env = stack_env(redis, pg)
+        # The load generator's publisher (benchmarks/publisher.py) needs it too.
+        os.environ.update(env)
+        manage(env, "migrate", "--noinput")
+        tenant = json.loads(manage(env, "create_tenant", "Bench", "--json"))
+        lift_limits(env, tenant["tenant"])
+        print(describe(args, logs), flush=True)
+        load = busy_cores()
+        print(
+            f"Before the run, other processes kept {load:.2f} cores busy.", flush=True
+        )
+        if load > 0.2:
+            print("WARNING: the machine is not idle; the figures will be low.")
+        for name in designs:
+            rates = latency_rates(name, args, results)
+            results[name] = measure_design(name, args, env, tenant, redis, rates, logs)
+    finally:
+        for service in reversed(started):
+            service.stop()
+    report(results, args)
+    goals(results)
+    for name, res in results.items():
+        if res["profile"]:
+            print(f"\npy-spy, {name} server, throughput phase:")
+            print("\n".join(res["profile"]))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def latency_rates(
+    name: str, args: argparse.Namespace, results: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The latency phases of a design: half its own maximum, then half Herald's."""
+    if args.latency_rate:
+        return [{"label": "fixed rate", "rate": args.latency_rate}]
+    rates = [{"label": f"half {DESIGN_NAMES[name]}'s max", "rate": "half"}]
+    herald = dig(results, "herald", "stream", "throughput", "deliveries_per_s")
+    if name != "herald" and herald:
+        rates.append({"label": "half Herald's max", "rate": herald / 2})
+    return rates
+
+
+def describe(args: argparse.Namespace, logs: Path) -> str:
+    publishing = (
+        "benchmarks/publisher.py sends each change straight to the channel layer "
+        "(realtime.layer.changes_send, no database write): fan-out alone"
+        if args.publish == "layer"
+        else "POST /api/changes to the measured process (a database row, then on "
+        "commit one layer message per change)"
+    )
+    return (
+        f"Stack: {versions()}; {os.cpu_count()} CPUs; one daphne process per workload; "
+        f"vsn {args.vsn}; topics: {args.topics} (stream), {args.idle_topics} (idle).\n"
+        f"Publishing: {publishing}; {args.batch} changes at a time in the "
+        "throughput phase, one at a time in the latency phases (per 20 ms above "
+        "50/s).\n"
+        f"Tenant socket limits lifted for the load generator. Logs: {logs}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
