@@ -135,7 +135,17 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "max_connections": REDIS_POOL_SIZE}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": REDIS_POOL_SIZE,
+                        # redis-py 8 times sockets out after 5 s by default, the
+                        # same 5 s channels-redis blocks for in BZPOPMIN: an idle
+                        # receive then fails now and then. Read longer than that.
+                        "socket_timeout": 15,
+                        "socket_connect_timeout": 5,
+                    }
+                ],
                 "capacity": env_int("HERALD_LAYER_CAPACITY", 5000),
                 "expiry": 60,
                 "group_expiry": 86400,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -155,6 +155,23 @@ def principal_for_tenant(tenant: Tenant, raw: str) -> Principal:
             raise errors.InvalidKey("The key belongs to another tenant")
         return principal
     return _token_principal(tenant, raw)
+
+
+# Each socket resolves its key from the database, which loads a Tenant of its
+# own (about 2 KB): thousands of sockets of one tenant share one per process
+# instead, replaced by a fresher copy after this many seconds.
+SHARED_TENANT_TTL = 30.0
+_shared_tenants: dict[int, tuple[float, Tenant]] = {}
+
+
+def principal_shared(principal: Principal) -> Principal:
+    """The same principal, holding this process's shared copy of its tenant."""
+    now = time.monotonic()
+    entry = _shared_tenants.get(principal.tenant.pk)
+    if entry is None or now - entry[0] > SHARED_TENANT_TTL:
+        _shared_tenants[principal.tenant.pk] = (now, principal.tenant)
+        return principal
+    return replace(principal, tenant=entry[1])
 
 
 def principal_resolve(*, apikey: str | None, bearer: str | None = None) -> Principal:
