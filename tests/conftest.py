@@ -168,3 +168,23 @@ def herald_server(start_server: Any) -> Any:
     server sees it.
     """
     return start_server()
+
+
+@pytest.fixture
+def sockets(herald_server: Any) -> Any:
+    """Open raw Phoenix sockets (tests.wire.Socket) to a server; closed after.
+
+    `sockets(apikey, server=None, vsn="1.0.0")`: the session's server unless
+    another is given.
+    """
+    from tests.wire import Socket
+
+    opened: list[Socket] = []
+
+    def open_socket(apikey: str, server: Any = None, *, vsn: str = "1.0.0") -> Socket:
+        opened.append(Socket((server or herald_server).ws_url, apikey, vsn=vsn))
+        return opened[-1]
+
+    yield open_socket
+    for socket in opened:
+        socket.close()

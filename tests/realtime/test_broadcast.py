@@ -5,7 +5,6 @@ import orjson
 import pytest
 
 from realtime.protocol import V2
-from tests.wire import Socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,19 +17,6 @@ def kind3(topic, event, payload: bytes, *, join_ref="1", ref="9", encoding=1):
     """What realtime-js v2 sends for channel.send() (SPEC §2.2)."""
     fields = [join_ref.encode(), ref.encode(), topic.encode(), event.encode(), b""]
     return bytes([3, *(len(f) for f in fields), encoding]) + b"".join(fields) + payload
-
-
-@pytest.fixture
-def sockets(herald_server):
-    opened = []
-
-    def open_socket(apikey, *, vsn="1.0.0", server=herald_server):
-        opened.append(Socket(server.ws_url, apikey, vsn=vsn))
-        return opened[-1]
-
-    yield open_socket
-    for socket in opened:
-        socket.close()
 
 
 def send_broadcast(ws, topic, event, payload):

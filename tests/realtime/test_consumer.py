@@ -9,7 +9,6 @@ from realtime.auth import token_mint
 from realtime.services.changes import ChangeInput, live_updates_record
 from realtime.services.tenants import row_policy_add
 from subscriptions.models import Subscription
-from tests.wire import Socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,19 +30,6 @@ def publish(tenant, table="orders", type="INSERT", **record):
 
 def is_change(frame):
     return frame["event"] == "postgres_changes"
-
-
-@pytest.fixture
-def sockets(herald_server):
-    opened = []
-
-    def open_socket(apikey, *, vsn="1.0.0", server=herald_server):
-        opened.append(Socket(server.ws_url, apikey, vsn=vsn))
-        return opened[-1]
-
-    yield open_socket
-    for socket in opened:
-        socket.close()
 
 
 def user_token(tenant, site_id, ttl=300):

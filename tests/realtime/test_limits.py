@@ -4,22 +4,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from realtime.auth import token_mint
-from tests.wire import Socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def sockets(herald_server):
-    opened = []
-
-    def open_socket(apikey, *, vsn="1.0.0"):
-        opened.append(Socket(herald_server.ws_url, apikey, vsn=vsn))
-        return opened[-1]
-
-    yield open_socket
-    for socket in opened:
-        socket.close()
 
 
 def limit(tenant, **limits):

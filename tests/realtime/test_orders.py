@@ -7,22 +7,8 @@ from realtime.models import ApiKey
 from realtime.services.tenants import api_key_revoke, tenant_resume, tenant_suspend
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_disconnect
-from tests.wire import Socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def sockets(herald_server, start_server):
-    opened = []
-
-    def open_socket(apikey, server=herald_server):
-        opened.append(Socket(server.ws_url, apikey))
-        return opened[-1]
-
-    yield open_socket
-    for socket in opened:
-        socket.close()
 
 
 def system_error(ws):

@@ -3,24 +3,10 @@
 import pytest
 
 from realtime.presence import LEAVE_BOUND
-from tests.wire import Socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PRESENCE = {"presence": {"enabled": True}}
-
-
-@pytest.fixture
-def sockets(herald_server):
-    opened = []
-
-    def open_socket(apikey, *, vsn="1.0.0", server=herald_server):
-        opened.append(Socket(server.ws_url, apikey, vsn=vsn))
-        return opened[-1]
-
-    yield open_socket
-    for socket in opened:
-        socket.close()
 
 
 def event(name):

@@ -4,22 +4,8 @@ import pytest
 
 from realtime.auth import token_mint
 from realtime.services.policies import channel_policy_add
-from tests.wire import Socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def sockets(herald_server):
-    opened = []
-
-    def open_socket(apikey):
-        opened.append(Socket(herald_server.ws_url, apikey))
-        return opened[-1]
-
-    yield open_socket
-    for socket in opened:
-        socket.close()
 
 
 def user(tenant, site_id):
