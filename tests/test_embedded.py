@@ -71,3 +71,41 @@ def test_demo_tenant_prints_keys_that_work(embedded):
         json={"table": "t", "type": "INSERT", "record": {"a": 1}},
     )
     assert response.status_code == 201
+
+
+def test_embedded_default_delivers_changes_and_presence(embedded):
+    from tests.wire import Socket
+
+    env, server = embedded
+    creds = json.loads(manage(env, "create_tenant", "Live", "--json"))
+    watcher = Socket(server.ws_url, creds["secret_key"])
+    walker = Socket(server.ws_url, creds["secret_key"], vsn="2.0.0")
+    watcher.join(
+        "site-1",
+        bindings=[{"event": "INSERT", "schema": "public", "table": "live_updates"}],
+        presence={"enabled": True},
+    )
+    walker.join("site-1", presence={"enabled": True, "key": "walker"})
+    ref = walker.push(
+        "realtime:site-1",
+        "presence",
+        {"type": "presence", "event": "track", "payload": {"here": True}},
+        join_ref=walker.join_ref,
+    )
+    assert walker.reply_to(ref)["payload"]["status"] == "ok"
+    diff = watcher.recv_until(lambda f: f["event"] == "presence_diff")
+    assert list(diff["payload"]["joins"]) == ["walker"]
+    response = httpx.post(
+        f"{server.url}/api/live-updates",
+        headers={"apikey": creds["secret_key"]},
+        json={
+            "site_id": 1,
+            "event_type": "content.created",
+            "collection": "p",
+            "item_id": 1,
+        },
+    )
+    [change] = watcher.changes(1)
+    assert change["payload"]["data"]["seq"] == response.json()["seq"]
+    watcher.close()
+    walker.close()
