@@ -152,6 +152,21 @@ class Postgres:
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """The port opens before PostgreSQL accepts sessions ("starting up")."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.admin_url, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def halt(self) -> None:
         """Stop the server, keeping its data (an outage; `start` ends it)."""
