@@ -24,7 +24,7 @@ from realtime.bindings import join_reply_entries, parse_bindings
 from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
 from realtime.channel_policy import ChannelRule, channel_allowed
 from realtime.db import best_effort, in_db
-from realtime.fastsend import protocol_of
+from realtime.fastsend import protocol_of, tcp_transport_of
 from realtime.guards import GuardsMixin, LimitReached
 from realtime.hub import Member, TopicMember, hub
 from realtime.layer import topic_group
@@ -296,6 +296,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             channel.member = Member(
                 send=self.base_send,
                 protocol=protocol_of(self.base_send),
+                transport=tcp_transport_of(protocol_of(self.base_send)),
                 codec=self.codec,
                 topic=channel.topic,
                 bindings=valid,

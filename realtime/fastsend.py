@@ -7,17 +7,34 @@ payload again, and a debug log line autobahn formats whether or not it is
 logged. Autobahn's own answer for broadcasting is a *prepared message*: the
 frame is built once (`factory.prepareMessage`) and its bytes are written to
 each connection, which is what `sendPreparedMessage` does minus that log line.
-Anything that is not daphne's plain, uncompressed, open socket goes the
-ordinary ASGI way.
+
+Writing them, `transport.write` only queues: it asks the reactor to watch the
+socket, sends on the next turn, then stops watching (two epoll_ctl calls and
+a send per socket per frame, most of a fan-out's cost in `make bench`'s
+profile). When Twisted has nothing queued for a plain TCP socket, sending at
+once is what that turn would do; whatever the kernel does not take is queued
+behind it, so the order on the wire holds.
+
+Anything else (not daphne, closing, compressing, mid-send, TLS) goes the
+ordinary ASGI way, in order.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from twisted.internet.tcp import Connection
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+# autobahn's WebSocketProtocol.STATE_OPEN
+STATE_OPEN = 3
+
+
+# A fan-out target: it has `protocol` (daphne's, or None) and `transport` (its
+# plain TCP transport, or None); the others are sent to through their ASGI send.
+T = TypeVar("T")
 
 
 def protocol_of(send: Send) -> Any | None:
@@ -32,57 +49,60 @@ def protocol_of(send: Send) -> Any | None:
     return None
 
 
+def tcp_transport_of(protocol: Any) -> Any | None:
+    """The protocol's plain TCP transport (none for TLS or anything else)."""
+    transport = getattr(protocol, "transport", None)
+    if isinstance(transport, Connection) and not transport.TLS:
+        return transport
+    return None
+
+
 class Frame:
     """One text frame for many sockets: the autobahn framing is done once."""
 
-    __slots__ = ("_prepared", "event", "text")
+    __slots__ = ("_data", "event", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.event = {"type": "websocket.send", "text": text}
-        self._prepared: Any = None
+        self._data: bytes | None = None
 
-    def write_now(self, protocol: Any) -> bool:
-        """Write to an open, plain daphne socket; False: use its ASGI send.
+    def write_all(self, targets: Iterable[T]) -> list[T]:
+        """Write to every open, plain daphne socket now; return the others.
 
-        Closing, compressing or mid-send sockets take the ordinary way, which
-        keeps their frames in order.
+        This loop runs once per socket per delivered frame: it is kept flat.
         """
-        if (
-            protocol is None
-            or protocol.state != protocol.STATE_OPEN
-            or protocol._perMessageCompress is not None
-            or protocol.send_queue
-        ):
-            return False
-        if self._prepared is None:
-            self._prepared = protocol.factory.prepareMessage(self.text.encode())
-        write_through(protocol.transport, self._prepared.payloadHybi)
-        return True
-
-
-def write_through(transport: Any, data: bytes) -> None:
-    """Send now when Twisted has nothing waiting for this socket; else queue.
-
-    `transport.write` only queues: it asks the reactor to watch the socket
-    for writing, sends on the next turn, then stops watching (two epoll_ctl
-    calls and a send per socket per frame, most of the cost of a fan-out in
-    `make bench`'s profile). With nothing queued, sending at once is what that
-    turn would do; whatever the kernel does not take is queued behind it, so
-    the order on the wire holds. TLS and unknown transports just queue.
-    """
-    idle = (
-        hasattr(transport, "writeSomeData")
-        and not getattr(transport, "TLS", False)
-        and transport.connected
-        and not transport.disconnecting
-        and not getattr(transport, "_tempDataBuffer", True)
-        and getattr(transport, "offset", -1) == len(transport.dataBuffer)
-    )
-    if idle:
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int):  # else a ConnectionLost: Twisted will see it
+        slow: list[T] = []
+        data = self._data
+        for target in targets:
+            protocol: Any = target.protocol  # type: ignore[attr-defined]
+            transport: Any = target.transport  # type: ignore[attr-defined]
+            if (
+                transport is None
+                or protocol.state != STATE_OPEN
+                or protocol._perMessageCompress is not None
+                or protocol.send_queue
+            ):
+                slow.append(target)
+                continue
+            if data is None:
+                prepared = protocol.factory.prepareMessage(self.text.encode())
+                data = self._data = prepared.payloadHybi
+            if (
+                transport._tempDataBuffer
+                or transport.offset != len(transport.dataBuffer)
+                or transport.disconnecting
+                or not transport.connected
+            ):
+                transport.write(data)  # queued behind what is waiting
+                continue
+            try:
+                sent = transport.socket.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                transport.write(data)  # Twisted meets the error and closes
+                continue
             if sent < len(data):
                 transport.write(data[sent:])
-            return
-    transport.write(data)
+        return slow

@@ -102,8 +102,9 @@ class Member:
     subscription_id: int = 0
     delivered: int = 0
     flushed: int = 0
-    # daphne's protocol behind `send`, for writing prepared frames (fastsend).
+    # daphne's protocol behind `send` and its TCP transport (fastsend).
     protocol: Any = None
+    transport: Any = None
 
     @property
     def tenant_id(self) -> int:
@@ -610,9 +611,9 @@ class Hub:
             return 0
         frame = context.frame(audience.codec, audience.topic, ids)
         members = list(audience.members.values())
+        for member in frame.write_all(members):
+            await member.send(frame.event)
         for member in members:
-            if not frame.write_now(member.protocol):
-                await member.send(frame.event)
             member.delivered += 1
         return len(members)
 

@@ -6,13 +6,14 @@ them (see `subscriptions_flush`).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, IntegerField, Value, When
+from django.db.models import F
 from django.utils import timezone
 
 from audit.models import EventType
@@ -91,19 +92,23 @@ def subscription_close(
 
 
 def subscriptions_flush(*, seen: Collection[int], delivered: Mapping[int, int]) -> None:
-    """Mark subscriptions seen and add delivery counts, in two statements."""
+    """Mark subscriptions seen and add delivery counts.
+
+    One statement per distinct count: the sockets of a fan-out mostly got the
+    same number of frames, so that is a statement or two, cheap to build while
+    the event loop waits for the GIL (a CASE of one branch per subscription
+    held it long enough to show in the delivery p99).
+    """
     now = timezone.now()
     active = Subscription.objects.filter(state=Subscription.State.ACTIVE)
     if seen:
         active.filter(pk__in=seen).update(last_seen_at=now)
-    if delivered:
-        active.filter(pk__in=delivered).update(
-            delivered_count=F("delivered_count")
-            + Case(
-                *(When(pk=pk, then=Value(n)) for pk, n in delivered.items()),
-                default=Value(0),
-                output_field=IntegerField(),
-            ),
+    by_count: dict[int, list[int]] = defaultdict(list)
+    for pk, count in delivered.items():
+        by_count[count].append(pk)
+    for count, pks in by_count.items():
+        active.filter(pk__in=pks).update(
+            delivered_count=F("delivered_count") + count,
             last_delivered_at=now,
             last_seen_at=now,
         )
