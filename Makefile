@@ -74,3 +74,14 @@ benchmarks/node_modules/.installed: benchmarks/package-lock.json
 
 bench: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# --- Against its peers: a Python websockets ceiling, Socket.IO on Node, naive ------
+# --- Soak: 10,000 connections for 10 minutes, memory per process (not in `make test`)
+
+.PHONY: bench-peers soak
+
+bench-peers: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
+	$(BIN)/python -m benchmarks.peers $(BENCH_ARGS)
+
+soak: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)

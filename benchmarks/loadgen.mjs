@@ -9,11 +9,19 @@
 // first frame of each socket is checked in full), which keeps the generator far
 // from being the bottleneck. Every loop is bounded in count and time.
 //
-// argv[2] is a JSON config (see run.py); results are JSON lines on stdout.
+// argv[2] is a JSON config (see run.py, peers.py, soak.py); results are JSON
+// lines on stdout. `ws` is one server URL or a list (sockets are spread over
+// them in turn); `protocol` is "phoenix" (Herald, the naive design, the
+// ceiling) or "socketio" (Socket.IO 4 spoken over `ws` with the same frame
+// scan, so every design costs the generator the same per delivery).
 // mode "idle":   open `count` joined sockets, print {"event":"ready"}, hold them
 //                (heartbeating) until a line arrives on stdin, then close.
 // mode "stream": open `count` sockets on one stream, run the throughput phase,
 //                then one latency phase per entry of `latRates`, print results.
+// mode "soak":   open `count` sockets over `streams` tables, reconnecting any
+//                the server closes; publish `rate` changes/s for `soakSeconds`,
+//                print a "tick" every `tickSeconds` (deliveries, frames
+//                expected but missing, reconnects, latency), then "done".
 
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -27,6 +35,9 @@ const KEY_T = Buffer.from('"bench_t":');
 const HEARTBEAT_MS = 25_000; // realtime-js's interval
 const JOIN_TIMEOUT_MS = 20_000;
 const PAD = "x".repeat(cfg.padBytes ?? 120);
+const URLS = [].concat(cfg.ws);
+const SIO = cfg.protocol === "socketio";
+const SERVER_PIDS = [].concat(cfg.serverPid ?? []);
 
 const now = () => performance.timeOrigin + performance.now(); // ms, fractional
 const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
@@ -57,12 +68,22 @@ function readInt(buf, pos) {
 
 // ---- counters shared by every socket ----------------------------------------
 
-const totals = { received: 0, stray: 0, invalid: 0, invalidSample: null, unexpected: 0, closedMidRun: 0 };
+const totals = {
+  received: 0,
+  stray: 0,
+  invalid: 0,
+  invalidSample: null,
+  unexpected: 0,
+  closedMidRun: 0,
+  frameBytes: null, // the size of the first delivery frame, to compare designs
+};
 let phase = null; // the running throughput or latency phase
 let closing = false; // set once the run is over: closes are expected then
+let soak = null; // the soak run's per-change counts
 
 function onDelivery(n, t) {
   totals.received++;
+  if (soak) return soak.delivered(n, t);
   const p = phase;
   const k = p ? n - p.nBase : -1;
   if (!p || k < 0 || k >= p.counts.length) {
@@ -102,6 +123,7 @@ function onSubscriberClosed() {
 function validate(sub, text, n) {
   // The first delivery of each socket is checked against SPEC §5 in full.
   let why = null;
+  if (SIO) return validateSio(sub, text, n);
   try {
     const raw = JSON.parse(text);
     const m = decode(text);
@@ -111,7 +133,7 @@ function validate(sub, text, n) {
     else if (m.ref !== null) why = "ref is not null";
     else if (V2 && raw[0] !== null) why = "join_ref is not null";
     else if (!m.payload.ids?.includes(sub.bindingId)) why = "ids lacks the binding id";
-    else if (data?.table !== cfg.table || data?.schema !== "public") why = "table";
+    else if (data?.table !== sub.table || data?.schema !== "public") why = "table";
     else if (data.type !== "INSERT" || data.errors !== null) why = "type/errors";
     else if (!Array.isArray(data.columns) || typeof data.commit_timestamp !== "string")
       why = "columns/commit_timestamp";
@@ -119,17 +141,39 @@ function validate(sub, text, n) {
   } catch (e) {
     why = `not JSON: ${e}`;
   }
+  invalid(why, text);
+}
+
+function invalid(why, text) {
   if (why) {
     totals.invalid++;
     totals.invalidSample ??= `${why}: ${text.slice(0, 300)}`;
   }
 }
 
+function validateSio(sub, text, n) {
+  // A Socket.IO event packet in an Engine.IO message: 42["postgres_changes",data]
+  let why = null;
+  try {
+    if (!text.startsWith("42[")) throw new Error("not an event packet");
+    const [event, data] = JSON.parse(text.slice(2));
+    if (event !== "postgres_changes") why = `event ${event}`;
+    else if (data?.table !== sub.table || data?.schema !== "public") why = "table";
+    else if (data.type !== "INSERT" || data.errors !== null) why = "type/errors";
+    else if (data.record?.bench_n !== n) why = "record";
+  } catch (e) {
+    why = `not a Socket.IO event: ${e}`;
+  }
+  invalid(why, text);
+}
+
 // ---- one subscriber -------------------------------------------------------------
 
 class Sub {
-  constructor(topic) {
+  constructor(topic, url, table = cfg.table) {
     this.topic = topic;
+    this.url = url;
+    this.table = table;
     this.ref = 0;
     this.joinRef = null;
     this.bindingId = null;
@@ -139,7 +183,9 @@ class Sub {
 
   open() {
     return new Promise((resolve, reject) => {
-      const url = `${cfg.ws}/realtime/v1/websocket?apikey=${encodeURIComponent(cfg.apikey)}&vsn=${cfg.vsn}`;
+      const url = SIO
+        ? `${this.url}/socket.io/?EIO=4&transport=websocket`
+        : `${this.url}/realtime/v1/websocket?apikey=${encodeURIComponent(cfg.apikey)}&vsn=${cfg.vsn}`;
       const ws = new WebSocket(url, { perMessageDeflate: false });
       this.ws = ws;
       const timer = setTimeout(() => {
@@ -150,13 +196,17 @@ class Sub {
         clearTimeout(timer);
         this.joined = null;
         if (err) reject(err);
-        else resolve(this);
+        else {
+          this.live = true;
+          resolve(this);
+        }
       };
-      ws.on("open", () => this.join());
+      if (!SIO) ws.on("open", () => this.join()); // Socket.IO: once the server says open
       ws.on("message", (data, isBinary) => this.onMessage(data, isBinary));
       ws.on("error", (e) => this.joined?.(e));
       ws.on("close", (code) => {
         if (this.joined) this.joined(new Error(`closed ${code} before join`));
+        else if (soak && this.live && !closing) soak.closed(this, code);
         else if (!closing) onSubscriberClosed();
       });
     });
@@ -167,14 +217,15 @@ class Sub {
     const config = {
       broadcast: { ack: false, self: false },
       presence: { key: "", enabled: false },
-      postgres_changes: [{ event: "INSERT", schema: "public", table: cfg.table }],
+      postgres_changes: [{ event: "INSERT", schema: "public", table: this.table }],
       private: false,
     };
     this.ws.send(frame(this.joinRef, this.joinRef, this.topic, "phx_join", { config }));
   }
 
   heartbeat() {
-    if (this.ws.readyState !== WebSocket.OPEN) return;
+    // Socket.IO's server pings and the client answers (onSioControl).
+    if (SIO || this.ws.readyState !== WebSocket.OPEN) return;
     this.ws.send(frame(null, String(++this.ref), "phoenix", "heartbeat", {}));
   }
 
@@ -186,11 +237,13 @@ class Sub {
     onDelivery(n, t);
     if (!this.checked) {
       this.checked = true;
+      totals.frameBytes ??= buf.length;
       validate(this, buf.toString(), n);
     }
   }
 
   onControl(buf) {
+    if (SIO) return this.onSioControl(buf.toString());
     let m;
     try {
       m = decode(buf.toString());
@@ -211,6 +264,24 @@ class Sub {
       totals.unexpected++;
     }
   }
+
+  onSioControl(text) {
+    // Engine.IO 4 packets: 0 open, 2 ping (answered with 3), 4 message; inside a
+    // message, Socket.IO 5 packets: 0 connect, 2 event, 3 ack, 4 connect error.
+    if (text === "2") this.ws.send("3");
+    else if (text[0] === "0") this.ws.send("40"); // open: connect to namespace "/"
+    else if (text.startsWith("40")) {
+      this.joinRef = String(++this.ref);
+      this.ws.send(`42${this.joinRef}${JSON.stringify(["join", this.topic])}`);
+    } else if (text.startsWith(`43${this.joinRef}[`)) {
+      const ok = JSON.parse(text.slice(2 + this.joinRef.length))[0]?.status === "ok";
+      this.joined?.(ok ? null : new Error(`join refused: ${text.slice(0, 200)}`));
+    } else if (text.startsWith("44")) {
+      this.joined?.(new Error(`connect refused: ${text.slice(0, 200)}`));
+    } else {
+      totals.unexpected++;
+    }
+  }
 }
 
 async function openAll(count, topicOf) {
@@ -220,7 +291,8 @@ async function openAll(count, topicOf) {
   const started = now();
   async function worker() {
     while (next < count) {
-      const sub = new Sub(topicOf(next++));
+      const i = next++;
+      const sub = new Sub(topicOf(i), URLS[i % URLS.length]);
       try {
         subs.push(await sub.open());
       } catch (e) {
@@ -246,7 +318,7 @@ const posts = { ok: 0, failed: 0, firstError: null, inFlight: 0 };
 // the channel layer, no database); otherwise POST /api/changes to the server.
 const acks = [];
 let publisher = null;
-if (cfg.publish === "layer" && cfg.mode === "stream") {
+if (cfg.publish !== "rest" && cfg.mode !== "idle") {
   const [cmd, ...args] = cfg.publisherCmd;
   publisher = spawn(cmd, args, { cwd: cfg.root, stdio: ["pipe", "pipe", "inherit"] });
   cfg.publisherPid = publisher.pid;
@@ -258,15 +330,22 @@ if (cfg.publish === "layer" && cfg.mode === "stream") {
   });
 }
 
-function send(records) {
+const PUBLISH_URLS = [].concat(cfg.publishHttp ?? []);
+let publishes = 0;
+
+function send(records, table = cfg.table) {
   if (publisher) {
+    // A list of records for the default table, or {table, records}.
+    const line = table === cfg.table ? records : { table, records };
     return new Promise((resolve) => {
       acks.push(resolve);
-      publisher.stdin.write(`${JSON.stringify(records)}\n`);
+      publisher.stdin.write(`${JSON.stringify(line)}\n`);
     });
   }
-  const items = records.map((record) => ({ table: cfg.table, type: "INSERT", record }));
-  return fetch(`${cfg.publishHttp}/api/changes`, {
+  const items = records.map((record) => ({ table, type: "INSERT", record }));
+  // Spread over the servers in turn, as a load balancer would.
+  const url = PUBLISH_URLS[publishes++ % PUBLISH_URLS.length];
+  return fetch(`${url}/api/changes`, {
     method: "POST",
     headers: { apikey: cfg.apikey, "content-type": "application/json" },
     body: JSON.stringify(items),
@@ -299,6 +378,11 @@ async function publish(k) {
 // ---- CPU accounting, to show who is busy --------------------------------------------
 
 function cpuSeconds(pid) {
+  if (Array.isArray(pid)) {
+    // Several server processes: their sum.
+    const each = pid.map(cpuSeconds);
+    return each.length && each.every((v) => v !== null) ? each.reduce((a, b) => a + b, 0) : null;
+  }
   if (!pid) return null;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -322,8 +406,8 @@ function snapshot() {
     machine: machineBusySeconds(),
     t: now(),
     received: totals.received,
-    server: cpuSeconds(cfg.serverPid),
-    publisher: cfg.publisherPid === cfg.serverPid ? null : cpuSeconds(cfg.publisherPid),
+    server: cpuSeconds(SERVER_PIDS),
+    publisher: SERVER_PIDS.includes(cfg.publisherPid) ? null : cpuSeconds(cfg.publisherPid),
     redis: cpuSeconds(cfg.redisPid),
     loadgen: (own.user + own.system) / 1e6,
   };
@@ -546,13 +630,203 @@ async function streamMode() {
   emit(result);
 }
 
+// ---- soak ------------------------------------------------------------------------------
+
+class Soak {
+  // Per change: how many sockets of its stream were joined when it was
+  // published (expected) and how many got it; a change settles `settleMs`
+  // after its publish, and whatever it still lacks then counts as missing.
+  constructor(capacity) {
+    this.expected = new Int32Array(capacity);
+    this.got = new Int32Array(capacity);
+    this.publishedAt = new Float64Array(capacity);
+    this.joined = new Int32Array(cfg.streams); // joined sockets per stream
+    this.settled = 0; // changes [0, settled) are settled
+    this.missing = 0;
+    this.extra = 0; // frames beyond the expected count (a socket that joined late)
+    this.reconnects = 0;
+    this.reconnectFailures = 0;
+    this.firstCloseCode = null;
+    this.lat = new Float64Array(2_000_000); // this tick's latencies (ms), capped
+    this.latLen = 0;
+    this.settleMs = cfg.settleSeconds * 1000;
+    this.postMs = []; // this tick's publish times, until acknowledged
+  }
+
+  delivered(n, t) {
+    if (n < 0 || n >= nextN) return void totals.stray++;
+    if (++this.got[n] > this.expected[n]) this.extra++;
+    if (this.latLen < this.lat.length) this.lat[this.latLen++] = now() - t / 1000;
+  }
+
+  published(n, stream) {
+    this.expected[n] = this.joined[stream];
+    this.publishedAt[n] = now();
+  }
+
+  settle(all = false) {
+    const before = now() - this.settleMs;
+    while (this.settled < nextN && (all || this.publishedAt[this.settled] < before)) {
+      const n = this.settled++;
+      this.missing += Math.max(0, this.expected[n] - this.got[n]);
+    }
+  }
+
+  closed(sub, code) {
+    // The server closed a joined socket: count it, and open it again.
+    this.joined[sub.stream]--;
+    this.firstCloseCode ??= code;
+    this.retry(sub);
+  }
+
+  retry(sub) {
+    if (closing || sub.reconnects >= cfg.maxReconnects) return;
+    sub.reconnects++;
+    this.reconnects++;
+    setTimeout(() => this.reopen(sub), 500 + Math.random() * 1000);
+  }
+
+  async reopen(sub) {
+    if (closing) return;
+    const again = new Sub(sub.topic, sub.url, sub.table);
+    Object.assign(again, { stream: sub.stream, index: sub.index, reconnects: sub.reconnects });
+    soakSubs[sub.index] = again;
+    try {
+      await again.open();
+      this.joined[again.stream]++;
+    } catch {
+      this.reconnectFailures++;
+      again.ws?.terminate();
+      this.retry(again);
+    }
+  }
+
+  percentiles() {
+    const sorted = this.lat.subarray(0, this.latLen).sort();
+    const at = (q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : null);
+    const out = { p50_ms: at(0.5), p99_ms: at(0.99), max_ms: sorted.length ? sorted[sorted.length - 1] : null };
+    this.latLen = 0;
+    out.publish_ms = spread(Float64Array.from(this.postMs));
+    this.postMs = [];
+    return out;
+  }
+}
+
+let soakSubs = [];
+
+async function soakMode() {
+  const { streams, rate, soakSeconds, tickSeconds } = cfg;
+  const tableOf = (s) => `${cfg.table}${s}`;
+  soak = new Soak(Math.ceil(rate * (soakSeconds + 60)) + 1000);
+  // Opened as openAll does, each socket knowing its stream and its slot.
+  const errors = [];
+  let next = 0;
+  const started = now();
+  async function worker() {
+    while (next < cfg.count) {
+      const i = next++;
+      const stream = i % streams;
+      const sub = new Sub(`realtime:soak-${stream}`, URLS[i % URLS.length], tableOf(stream));
+      Object.assign(sub, { stream, index: i, reconnects: 0 });
+      soakSubs[i] = sub;
+      try {
+        await sub.open();
+        soak.joined[stream]++;
+      } catch (e) {
+        errors.push(String(e));
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: cfg.connectConcurrency ?? 64 }, worker));
+  const joinedAll = soak.joined.reduce((a, b) => a + b, 0);
+  emit({ event: "ready", open: joinedAll, failed: errors.length, first_error: errors[0] ?? null, connect_s: (now() - started) / 1000 });
+  const beats = setInterval(() => {
+    // Every socket beats every 25 s, spread over the period (see startHeartbeats).
+    const slot = beats.slot = ((beats.slot ?? -1) + 1) % 100;
+    for (let i = slot; i < soakSubs.length; i += 100) if (soakSubs[i]?.live) soakSubs[i].heartbeat();
+  }, HEARTBEAT_MS / 100);
+
+  // Steady publishing: `rate` changes a second, one stream after the other, on
+  // a fixed 50 ms schedule whatever the server does (open loop).
+  const t0 = now();
+  const tick = 50;
+  const total = Math.round(rate * soakSeconds);
+  let last = { t: t0, received: totals.received, published: 0 };
+  let nextTick = t0 + tickSeconds * 1000;
+  const failed = { count: 0, first: null };
+  for (let k = 1; nextN < total && k <= total * 20 + 1; k++) {
+    const due = Math.min(total, Math.round((rate * k * tick) / 1000));
+    while (nextN < due) {
+      const n = nextN++;
+      const stream = n % streams;
+      soak.published(n, stream);
+      const record = { id: n, bench_n: n, bench_t: Math.round(now() * 1000), site_id: 42, status: "published", body: PAD };
+      posts.inFlight++;
+      const sent = now();
+      send([record], tableOf(stream))
+        .then(() => {
+          posts.ok++;
+          soak.postMs.push(now() - sent);
+        }, (e) => {
+          posts.failed++;
+          posts.firstError ??= String(e);
+        })
+        .finally(() => posts.inFlight--);
+    }
+    if (now() >= nextTick) {
+      soakTick(last, "tick");
+      last = { t: now(), received: totals.received, published: nextN };
+      nextTick += tickSeconds * 1000;
+    }
+    await sleep(t0 + k * tick - now());
+  }
+  // Let the last changes arrive, then settle everything.
+  await sleep(soak.settleMs);
+  soakTick(last, "done", true);
+  // Hold the sockets until the caller has read the servers (or a minute).
+  const lines = createInterface({ input: process.stdin });
+  await Promise.race([new Promise((r) => lines.once("line", r)), sleep(60_000)]);
+  lines.close();
+  clearInterval(beats);
+  closeAll(soakSubs.filter((s) => s?.ws));
+  publisher?.stdin.end();
+}
+
+function soakTick(last, event, all = false) {
+  soak.settle(all);
+  const t = now();
+  const open = soakSubs.filter((s) => s?.ws?.readyState === WebSocket.OPEN).length;
+  emit({
+    event,
+    seconds: (t - last.t) / 1000,
+    open,
+    joined: soak.joined.reduce((a, b) => a + b, 0),
+    published: nextN,
+    published_in_tick: nextN - last.published,
+    received: totals.received,
+    deliveries_per_s: ((totals.received - last.received) * 1000) / (t - last.t),
+    missing: soak.missing,
+    settled: soak.settled,
+    extra: soak.extra,
+    reconnects: soak.reconnects,
+    reconnect_failures: soak.reconnectFailures,
+    first_close_code: soak.firstCloseCode,
+    posts: { ok: posts.ok, failed: posts.failed, in_flight: posts.inFlight, first_error: posts.firstError },
+    invalid: totals.invalid,
+    invalid_sample: totals.invalidSample,
+    unexpected: totals.unexpected,
+    ...soak.percentiles(),
+  });
+}
+
 const deadline = setTimeout(() => {
   emit({ event: "error", error: `loadgen ran past ${cfg.maxSeconds}s` });
   process.exit(2);
 }, cfg.maxSeconds * 1000);
 
 try {
-  await (cfg.mode === "idle" ? idleMode() : streamMode());
+  const modes = { idle: idleMode, stream: streamMode, soak: soakMode };
+  await modes[cfg.mode]();
 } catch (e) {
   emit({ event: "error", error: String(e?.stack ?? e) });
   process.exitCode = 1;

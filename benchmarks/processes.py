@@ -61,6 +61,45 @@ class NaiveServer(Server):
         self.wait_healthy()
 
 
+class CommandServer(Server):
+    """A peer server (not Django) on a free loopback port, ready once /healthz is."""
+
+    def __init__(self, command: list[str], env: dict[str, str], *, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.log_path = log
+        self.env = env
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [part.format(port=self.port) for part in command],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_healthy()
+
+
+class CeilingServer(CommandServer):
+    """benchmarks/ceiling.py, joined to the stream group `group` on the layer."""
+
+    def __init__(
+        self, env: dict[str, str], *, log: Path, group: str, send: str = "prepared"
+    ) -> None:
+        command = [sys.executable, "-m", "benchmarks.ceiling", "--port", "{port}"]
+        command += ["--redis", env["REDIS_URL"], "--group", group, "--send", send]
+        super().__init__(command, env, log=log)
+
+
+class SocketIOServer(CommandServer):
+    """benchmarks/socketio_server.js: Socket.IO 4 with the Redis adapter."""
+
+    def __init__(self, env: dict[str, str], *, log: Path) -> None:
+        command = ["node", str(HERE / "socketio_server.js"), "{port}"]
+        super().__init__([*command, env["REDIS_URL"]], env, log=log)
+
+
 def rss_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))

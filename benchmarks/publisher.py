@@ -1,7 +1,8 @@
 """Publishes the load generator's changes straight to the channel layer.
 
 `make bench` isolates fan-out from the database this way (`--publish layer`,
-the default): each line on stdin is a JSON list of records; each record becomes
+the default): each line on stdin is a JSON list of records for the table given
+on the command line, or `{"table": ..., "records": [...]}`; each record becomes
 an unsaved change sent with `realtime.layer.changes_send`, the very message the
 on-commit hook of a REST publish sends; every line is acknowledged on stdout.
 It stops when stdin closes (the load generator exits).
@@ -26,9 +27,13 @@ from realtime.layer import changes_send  # noqa: E402
 from realtime.models import LiveUpdate, Tenant  # noqa: E402
 
 
-def main(slug: str, table: str) -> None:
+def main(slug: str, default_table: str) -> None:
     tenant = Tenant.objects.get(slug=slug)
     for line in sys.stdin:
+        batch = orjson.loads(line)
+        table = default_table
+        if isinstance(batch, dict):
+            table, batch = batch["table"], batch["records"]
         updates = [
             # The record's bench_n stands in for the change-log id (the cursor).
             LiveUpdate(
@@ -40,7 +45,7 @@ def main(slug: str, table: str) -> None:
                 columns=columns_infer(record),
                 commit_timestamp=timezone.now(),
             )
-            for record in orjson.loads(line)
+            for record in batch
         ]
         changes_send(updates)
         sys.stdout.write("ok\n")

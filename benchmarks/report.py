@@ -140,14 +140,20 @@ def anomalies(res: dict[str, Any]) -> list[str]:
                 f"the server of the {workload} workload logged {errors['count']} "
                 f"errors, most often: {top}"
             )
-    if stream["totals"]["closedMidRun"]:
-        closed = stream["totals"]["closedMidRun"]
-        notes.append(f"the server closed {closed} subscribers mid-run")
     if idle["failed"] or idle["still_open"] != idle["open"]:
         notes.append(
             f"idle: {idle['failed']} failed, {idle['still_open']}/{idle['open']} "
             f"open at the RSS reading ({idle['first_error']})"
         )
+    return notes + stream_anomalies(stream)
+
+
+def stream_anomalies(stream: dict[str, Any]) -> list[str]:
+    """What would make a figure of the stream workload doubtful."""
+    notes = []
+    if stream["totals"]["closedMidRun"]:
+        closed = stream["totals"]["closedMidRun"]
+        notes.append(f"the server closed {closed} subscribers mid-run")
     if stream["failed"]:
         notes.append(f"{stream['failed']} subscribers failed: {stream['first_error']}")
     totals, posts = stream["totals"], stream["posts"]
