@@ -38,9 +38,6 @@ class TopicsMixin(GuardsMixin):
     async def reply(self, message: Message, status: str, response: Any) -> None:
         raise NotImplementedError
 
-    async def send_message(self, message: Message) -> None:
-        raise NotImplementedError
-
     async def shut(self, channel: JoinedChannel, reason: str) -> None:
         raise NotImplementedError
 
