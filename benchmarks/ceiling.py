@@ -6,17 +6,20 @@ the Phoenix subset the load generator needs (heartbeat reply, `phx_join` reply
 with the postgres_changes ids, then pushes) and gets changes exactly as Herald
 does: its process joins the (tenant, table) stream group on the Redis channel
 layer (channels_redis, Herald's settings) and receives the very message
-benchmarks/publisher.py sends with `realtime.layer.changes_send`, one per change
-per process. Per change it builds each distinct frame once (byte-identical to
-Herald's: the `data` JSON is forwarded as received), then:
+benchmarks/publisher.py sends with `realtime.layer.changes_send`: one message
+per publish per process, carrying its changes. Per change it builds each
+distinct frame once (byte-identical to Herald's: the `data` JSON is forwarded
+as received), then:
 
-- `--send prepared` (the default, the ceiling): serializes the WebSocket frame
-  once with websockets' own `Frame.serialize` (a server's frames are unmasked,
-  so the bytes are the same for every socket) and writes those bytes to each
-  open socket's transport: one `transport.write` (a `send()`) per socket, the
-  least Python can do per delivery;
+- `--send prepared` (the default, the ceiling): serializes the WebSocket
+  frames once with websockets' own `Frame.serialize` (a server's frames are
+  unmasked, so the bytes are the same for every socket) and writes the
+  message's frames, joined, to each open socket's transport: one
+  `transport.write` (a `send()`) per socket per message, as Herald does, the
+  least Python can do;
 - `--send broadcast`: `websockets.broadcast`, the library's own fan-out, which
-  encodes the text once but builds and serializes a frame per socket.
+  encodes the text once but builds and serializes a frame per socket, per
+  change.
 
     python -m benchmarks.ceiling --port 8100 --redis redis://... --group herald.t1.bench
 """
@@ -42,7 +45,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
-CHANGE_TYPE = "stream.change"  # realtime.layer.CHANGE_TYPE
+CHANGES_TYPE = "stream.changes"  # realtime.layer.CHANGES_TYPE
 ID_RANGE = 2**27 - 1
 
 # (v2, topic, ids) -> the sockets joined with those bindings on that topic.
@@ -107,26 +110,32 @@ async def handler(conn: ServerConnection) -> None:
             rooms[room].discard(conn)
 
 
-def fan_out(data: bytes) -> None:
-    """One frame per room, built once, broadcast to its sockets."""
+def fan_out(changes: list[bytes]) -> None:
+    """One frame per room and change, built once, written to its sockets."""
     for (v2, topic, ids), conns in rooms.items():
         if not conns:
             continue
-        payload = b'{"ids":' + orjson.dumps(ids) + b',"data":' + data + b"}"
+        frames = []
         topic_json = orjson.dumps(topic)
-        if v2:
-            frame = b"[null,null," + topic_json + b',"postgres_changes",' + payload
-            frame += b"]"
-        else:
-            frame = b'{"topic":' + topic_json + b',"event":"postgres_changes"'
-            frame += b',"payload":' + payload + b',"ref":null}'
+        for data in changes:
+            payload = b'{"ids":' + orjson.dumps(ids) + b',"data":' + data + b"}"
+            if v2:
+                frame = b"[null,null," + topic_json + b',"postgres_changes",'
+                frame += payload + b"]"
+            else:
+                frame = b'{"topic":' + topic_json + b',"event":"postgres_changes"'
+                frame += b',"payload":' + payload + b',"ref":null}'
+            frames.append(frame)
         if PREPARED:
-            wire = Frame(Opcode.TEXT, frame).serialize(mask=False)
+            wire = b"".join(
+                Frame(Opcode.TEXT, frame).serialize(mask=False) for frame in frames
+            )
             for conn in conns:
                 if conn.protocol.state is OPEN:
                     conn.transport.write(wire)
         else:
-            broadcast(conns, frame, text=True)
+            for frame in frames:
+                broadcast(conns, frame, text=True)
 
 
 async def pump(layer: RedisChannelLayer, channel: str) -> None:
@@ -135,7 +144,7 @@ async def pump(layer: RedisChannelLayer, channel: str) -> None:
             message = await layer.receive(channel)
         except RedisTimeoutError:
             continue  # an idle wait ran out (as in realtime.hub)
-        if message.get("type") == CHANGE_TYPE:
+        if message.get("type") == CHANGES_TYPE:
             fan_out(message["data"])
 
 

@@ -96,10 +96,13 @@ class NaiveConsumer(AsyncWebsocketConsumer):
             self.joins.pop(msg.topic, None)
             await self._send(reply(msg.topic, msg.ref, msg.join_ref, "ok", {}))
 
-    async def stream_change(self, message: dict[str, Any]) -> None:
+    async def stream_changes(self, message: dict[str, Any]) -> None:
         # The point of this design: every socket decodes, matches and encodes
-        # the same change for itself.
-        data = orjson.loads(message["data"])
+        # each change for itself, and sends each frame on its own.
+        for data_json in message["data"]:
+            await self._change(orjson.loads(data_json))
+
+    async def _change(self, data: dict[str, Any]) -> None:
         change, table = data["type"], data["table"]
         row = data.get("old_record") if change == "DELETE" else data.get("record")
         for join in self.joins.values():

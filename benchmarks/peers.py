@@ -6,8 +6,8 @@ them in turn, every change published once):
 - Herald: `manage.py serve`, as deployed; the processes share Redis.
 - ceiling: benchmarks/ceiling.py, a minimal `websockets` broadcast server, the
   ceiling for Python on this machine: it joins the same channel-layer stream
-  group as Herald and gets the same message per change, then writes one
-  prepared frame (byte-identical to Herald's) to each of its sockets;
+  group as Herald and gets the same message per publish, then writes its
+  prepared frames (byte-identical to Herald's) to each of its sockets at once;
   wsbroadcast is the same server fanning out with `websockets.broadcast`.
 - Socket.IO: benchmarks/socketio_server.js, Socket.IO 4 on Node with the Redis
   adapter; changes come through @socket.io/redis-emitter (one Redis message per
@@ -91,7 +91,13 @@ def parse_args() -> argparse.Namespace:
         "on one process, measured first)",
     )
     parser.add_argument("--warmup", type=float, default=2)
-    parser.add_argument("--batch", type=int, default=5, help="changes per publish")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=5,
+        help="changes per publish (Herald writes a publish's frames to a socket "
+        "at once; --batch 1 leaves it nothing to join)",
+    )
     parser.add_argument("--window", type=float, default=0.5)
     parser.add_argument("--posts", type=int, default=2, help="publishes in flight")
     parser.add_argument("--vsn", default="2.0.0", choices=["1.0.0", "2.0.0"])
@@ -320,7 +326,7 @@ def main() -> int:
         for service in reversed(started):
             service.stop()
     peers_report(results, args)
-    peers_goals(results)
+    peers_goals(results, args.batch)
     for name, res in results.items():
         for i, profile in enumerate(res.get("profiles") or []):
             print(f"\npy-spy, {name} server process {i}, throughput phase:")

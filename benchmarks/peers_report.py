@@ -118,9 +118,11 @@ def peers_report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
             print(f"  note ({label(key)}): {note}")
 
 
-def peers_goals(results: dict[str, dict[str, Any]]) -> bool:
+def peers_goals(results: dict[str, dict[str, Any]], batch: int) -> bool:
     """The issue's goals, on one process and on two; True when all pass."""
-    print(goal_row("goal (Herald, deliveries/s, same run)", "measured", ""))
+    per = "1 change" if batch == 1 else f"{batch} changes"
+    title = f"goal (Herald, deliveries/s, same run, {per} per publish)"
+    print(goal_row(title, "measured", ""))
     all_ok = True
     for count, words in ((1, "one process"), (2, "two processes")):
         h = rate(results, f"herald:{count}")

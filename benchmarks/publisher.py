@@ -2,9 +2,10 @@
 
 `make bench` isolates fan-out from the database this way (`--publish layer`,
 the default): each line on stdin is a JSON list of records for the table given
-on the command line, or `{"table": ..., "records": [...]}`; each record becomes
-an unsaved change sent with `realtime.layer.changes_send`, the very message the
-on-commit hook of a REST publish sends; every line is acknowledged on stdout.
+on the command line, or `{"table": ..., "records": [...]}`: one publish; each
+record becomes an unsaved change, and the line's changes are sent together with
+`realtime.layer.changes_send`, the very messages the on-commit hook of a REST
+publish sends; every line is acknowledged on stdout.
 It stops when stdin closes (the load generator exits).
 """
 

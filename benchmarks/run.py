@@ -332,7 +332,7 @@ def describe(args: argparse.Namespace, logs: Path) -> str:
         "(realtime.layer.changes_send, no database write): fan-out alone"
         if args.publish == "layer"
         else "POST /api/changes to the measured process (a database row, then on "
-        "commit one layer message per change)"
+        "commit one layer message per publish and stream)"
     )
     return (
         f"Stack: {versions()}; {os.cpu_count()} CPUs; one daphne process per workload; "

@@ -1,4 +1,4 @@
-"""Writing one frame to many sockets: framed once, written to each.
+"""Writing frames to many sockets: framed once, written to each in one go.
 
 Under daphne, a socket's ASGI `send` is `partial(server.handle_reply,
 protocol)` around an autobahn WebSocketServerProtocol. For fan-out, going
@@ -13,7 +13,9 @@ socket, sends on the next turn, then stops watching (two epoll_ctl calls and
 a send per socket per frame, most of a fan-out's cost in `make bench`'s
 profile). When Twisted has nothing queued for a plain TCP socket, sending at
 once is what that turn would do; whatever the kernel does not take is queued
-behind it, so the order on the wire holds.
+behind it, so the order on the wire holds. Frames due to a socket at once
+(the changes of one publish) are joined and written together: one send for
+all of them, as Centrifugo batches a client's queued messages into one write.
 
 Anything else (not daphne, closing, compressing, mid-send, TLS) goes the
 ordinary ASGI way, in order.
@@ -22,7 +24,7 @@ ordinary ASGI way, in order.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.tcp import Connection
@@ -67,42 +69,50 @@ class Frame:
         self.event = {"type": "websocket.send", "text": text}
         self._data: bytes | None = None
 
-    def write_all(self, targets: Iterable[T]) -> list[T]:
-        """Write to every open, plain daphne socket now; return the others.
+    def wire(self, protocol: Any) -> bytes:
+        """The frame's bytes on the wire (the same for every plain socket)."""
+        if self._data is None:
+            prepared = protocol.factory.prepareMessage(self.text.encode())
+            self._data = prepared.payloadHybi
+        return self._data
 
-        This loop runs once per socket per delivered frame: it is kept flat.
-        """
-        slow: list[T] = []
-        data = self._data
-        for target in targets:
-            protocol: Any = target.protocol  # type: ignore[attr-defined]
-            transport: Any = target.transport  # type: ignore[attr-defined]
-            if (
-                transport is None
-                or protocol.state != STATE_OPEN
-                or protocol._perMessageCompress is not None
-                or protocol.send_queue
-            ):
-                slow.append(target)
-                continue
-            if data is None:
-                prepared = protocol.factory.prepareMessage(self.text.encode())
-                data = self._data = prepared.payloadHybi
-            if (
-                transport._tempDataBuffer
-                or transport.offset != len(transport.dataBuffer)
-                or transport.disconnecting
-                or not transport.connected
-            ):
-                transport.write(data)  # queued behind what is waiting
-                continue
-            try:
-                sent = transport.socket.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                transport.write(data)  # Twisted meets the error and closes
-                continue
-            if sent < len(data):
-                transport.write(data[sent:])
-        return slow
+
+def write_all(frames: Sequence[Frame], targets: Iterable[T]) -> list[T]:
+    """Write the frames, in order, to every open plain daphne socket now, in
+    one write each; return the other targets (to send to the ASGI way).
+
+    This loop runs once per socket per layer message: it is kept flat.
+    """
+    slow: list[T] = []
+    data: bytes | None = None
+    for target in targets:
+        protocol: Any = target.protocol  # type: ignore[attr-defined]
+        transport: Any = target.transport  # type: ignore[attr-defined]
+        if (
+            transport is None
+            or protocol.state != STATE_OPEN
+            or protocol._perMessageCompress is not None
+            or protocol.send_queue
+        ):
+            slow.append(target)
+            continue
+        if data is None:
+            data = b"".join([frame.wire(protocol) for frame in frames])
+        if (
+            transport._tempDataBuffer
+            or transport.offset != len(transport.dataBuffer)
+            or transport.disconnecting
+            or not transport.connected
+        ):
+            transport.write(data)  # queued behind what is waiting
+            continue
+        try:
+            sent = transport.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            transport.write(data)  # Twisted meets the error and closes
+            continue
+        if sent < len(data):
+            transport.write(data[sent:])
+    return slow

@@ -5,8 +5,9 @@ when the first local channel binds to that stream, and leaves it with the
 last: fan-out across processes costs one layer message per process. Inside,
 channels are grouped into audiences (same topic, codec, bindings, role and
 claims); per change, bindings and row policy are evaluated once per audience
-(memoised across audiences), each distinct frame is encoded once, and written
-to every socket of the audiences it fits.
+(memoised across audiences) and each distinct frame is encoded once. The
+frames one layer message (one publish) brings an audience are written to each
+of its sockets together: one write per socket, however many changes.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from realtime.auth import Principal
 from realtime.bindings import Binding, binding_matches
 from realtime.db import in_db
 from realtime.errors import DatabaseUnavailable
-from realtime.fastsend import Frame
+from realtime.fastsend import Frame, write_all
 from realtime.layer import (
     BROADCAST_TYPE,
-    CHANGE_TYPE,
+    CHANGES_TYPE,
     CONTROL_GROUP,
     CONTROL_TYPE,
     PRESENCE_TYPE,
@@ -176,6 +177,7 @@ class ChangeContext:
     row: Any
     policies: dict[str, Rules]
     data_json: bytes
+    commit_timestamp: str
     matches: dict[Binding, bool] = field(default_factory=dict)
     visible: dict[Any, bool] = field(default_factory=dict)
     frames: dict[tuple[str, str, tuple[int, ...]], Frame] = field(default_factory=dict)
@@ -419,7 +421,9 @@ class Hub:
             except Exception:
                 metrics.DROPS.labels(message.get("type", "unknown")).inc()
                 logger.exception(
-                    "Hub %s failed to deliver %s", self.node, message.get("seq")
+                    "Hub %s failed to deliver %s",
+                    self.node,
+                    message.get("seqs") or message.get("type"),
                 )
 
     async def _refresh_loop(self) -> None:
@@ -507,8 +511,8 @@ class Hub:
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        if kind == CHANGE_TYPE:
-            await self.dispatch_change(message)
+        if kind == CHANGES_TYPE:
+            await self.dispatch_changes(message)
         elif kind == BROADCAST_TYPE:
             await self.dispatch_broadcast(message)
         elif kind == PRESENCE_TYPE:
@@ -578,44 +582,55 @@ class Hub:
         if sent:
             metrics.DELIVERIES.labels(member.tenant, "presence").inc(sent)
 
-    async def dispatch_change(self, message: dict[str, Any]) -> None:
+    async def dispatch_changes(self, message: dict[str, Any]) -> None:
         audiences = self.groups.get(message.get("stream", ""))
         if not audiences:
             return
-        data_json: bytes = message["data"]
-        data = orjson.loads(data_json)
-        change = data["type"]
-        row = data.get("old_record") if change == "DELETE" else data.get("record")
-        context = ChangeContext(
-            table=data["table"],
-            change=change,
-            record=data.get("record"),
-            old_record=data.get("old_record"),
-            row=row,
-            policies=await self.policies.get(message["tenant"], data["table"]),
-            data_json=data_json,
-        )
+        tenant_id = message["tenant"]
+        contexts = []
+        for data_json in message["data"]:
+            data = orjson.loads(data_json)
+            change = data["type"]
+            contexts.append(
+                ChangeContext(
+                    table=data["table"],
+                    change=change,
+                    record=data.get("record"),
+                    old_record=data.get("old_record"),
+                    row=data.get("old_record" if change == "DELETE" else "record"),
+                    policies=await self.policies.get(tenant_id, data["table"]),
+                    data_json=data_json,
+                    commit_timestamp=data["commit_timestamp"],
+                )
+            )
         delivered = 0
         for audience in list(audiences.values()):
-            delivered += await self._deliver(audience, context)
+            delivered += await self._deliver(audience, contexts)
         if delivered:
             slug = next(iter(audiences.values())).principal.tenant.slug
             metrics.DELIVERIES.labels(slug, "change").inc(delivered)
-            tenant_id = message["tenant"]
             self.tally[tenant_id] = self.tally.get(tenant_id, 0) + delivered
-            metrics.DELIVERY_LATENCY.observe(seconds_since(data["commit_timestamp"]))
+            for context in contexts:
+                if context.frames:  # delivered to someone
+                    latency = seconds_since(context.commit_timestamp)
+                    metrics.DELIVERY_LATENCY.observe(latency)
 
-    async def _deliver(self, audience: Audience, context: ChangeContext) -> int:
-        ids = context.matching_ids(audience.bindings)
-        if not ids or not context.may_see(audience.principal):
+    async def _deliver(self, audience: Audience, contexts: list[ChangeContext]) -> int:
+        """Deliver the changes an audience may see: one write per socket."""
+        frames = []
+        for context in contexts:
+            ids = context.matching_ids(audience.bindings)
+            if ids and context.may_see(audience.principal):
+                frames.append(context.frame(audience.codec, audience.topic, ids))
+        if not frames:
             return 0
-        frame = context.frame(audience.codec, audience.topic, ids)
         members = list(audience.members.values())
-        for member in frame.write_all(members):
-            await member.send(frame.event)
+        for member in write_all(frames, members):
+            for frame in frames:
+                await member.send(frame.event)
         for member in members:
-            member.delivered += 1
-        return len(members)
+            member.delivered += len(frames)
+        return len(members) * len(frames)
 
 
 def release_memory() -> None:

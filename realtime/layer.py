@@ -2,7 +2,9 @@
 
 A change is published once, to its (tenant, table) stream group. Server
 processes join a stream group once each (not once per socket) and fan out to
-their own sockets locally. Group names come only from these functions: they
+their own sockets locally. The changes of one publish travel together, one
+message per stream, so that a socket due several of them gets them in one
+write. Group names come only from these functions: they
 match `^[a-zA-Z0-9._-]+$` and stay under 100 characters.
 """
 
@@ -23,10 +25,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Message types, the routing key of what a process receives (channels' convention).
-CHANGE_TYPE = "stream.change"
+CHANGES_TYPE = "stream.changes"
 BROADCAST_TYPE = "topic.broadcast"
 PRESENCE_TYPE = "topic.presence"
 CONTROL_TYPE = "control.disconnect"
+# Changes sent in one layer message at most (a bound on its size).
+MAX_CHANGES_PER_MESSAGE = 100
 # Every process listens here for orders about its sockets (revoked keys,
 # suspended tenants, admin disconnects).
 CONTROL_GROUP = "herald.control"
@@ -140,32 +144,49 @@ def change_data(update: LiveUpdate) -> dict[str, Any]:
     return data
 
 
-def change_message(update: LiveUpdate) -> dict[str, Any]:
-    # `data` is serialized here, once per change, never once per subscriber.
-    return {
-        "type": CHANGE_TYPE,
-        "tenant": update.tenant_id,
-        "table": update.table,
-        "seq": update.pk,
-        "change": update.type,
-        "data": orjson.dumps(change_data(update)),
-    }
+def changes_messages(updates: Sequence[LiveUpdate]) -> list[dict[str, Any]]:
+    """The layer messages of one publish, in the order to send them.
+
+    Each change goes to its table's stream and to its tenant's (bindings on
+    every table); `stream` tells a process in both which copy this is. A run
+    of consecutive changes to one table shares a message, and so does each
+    tenant's share of the publish: a socket on several streams still gets
+    changes in cursor order. `data` is serialized here, once per change, never
+    once per subscriber; at most MAX_CHANGES_PER_MESSAGE share a message.
+    """
+    runs: list[tuple[str, int, list[LiveUpdate]]] = []
+    tenants: dict[int, list[LiveUpdate]] = {}
+    for update in updates:
+        group = stream_group(update.tenant_id, update.table)
+        if not runs or runs[-1][0] != group:
+            runs.append((group, update.tenant_id, []))
+        runs[-1][2].append(update)
+        tenants.setdefault(update.tenant_id, []).append(update)
+    runs += [(tenant_group(t), t, run) for t, run in tenants.items()]
+    data = {id(u): orjson.dumps(change_data(u)) for u in updates}
+    return [
+        {
+            "type": CHANGES_TYPE,
+            "stream": group,
+            "tenant": tenant_id,
+            "seqs": [u.pk for u in chunk],
+            "data": [data[id(u)] for u in chunk],
+        }
+        for group, tenant_id, run in runs
+        for chunk in (
+            run[i : i + MAX_CHANGES_PER_MESSAGE]
+            for i in range(0, len(run), MAX_CHANGES_PER_MESSAGE)
+        )
+    ]
 
 
 def changes_send(updates: Sequence[LiveUpdate]) -> None:
-    """Send one message per change to its stream; runs after commit."""
+    """Send a publish's changes to their streams; runs after commit."""
     send = async_to_sync(_changes_send)
-    send(list(updates))
+    send(changes_messages(updates))
 
 
-async def _changes_send(updates: list[LiveUpdate]) -> None:
+async def _changes_send(messages: list[dict[str, Any]]) -> None:
     channel_layer = layer()
-    for update in updates:
-        message = change_message(update)
-        # Sent to the table's stream and to the tenant-wide one (bindings on
-        # every table); `stream` tells a process in both which copy this is.
-        for group in (
-            stream_group(update.tenant_id, update.table),
-            tenant_group(update.tenant_id),
-        ):
-            await channel_layer.group_send(group, {**message, "stream": group})
+    for message in messages:
+        await channel_layer.group_send(message["stream"], message)

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import orjson
 import pytest
 from rest_framework.test import APIClient
 
@@ -85,6 +86,15 @@ class StreamListener:
 
     def receive(self, *, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         return self._run(self._receive(count, timeout), timeout + 1)
+
+    def changes(self, *, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The next `count` changes (a message carries one publish's), decoded."""
+        found: list[dict[str, Any]] = []
+        while len(found) < count:
+            [message] = self.receive(count=1, timeout=timeout)
+            found += [orjson.loads(data) for data in message["data"]]
+        assert len(found) == count, f"{len(found)} changes arrived, not {count}"
+        return found
 
     def receive_nothing(self, *, wait: float = 0.5) -> bool:
         """True when no message arrives within `wait` seconds."""

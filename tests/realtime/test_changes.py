@@ -4,7 +4,13 @@ import orjson
 import pytest
 from django.db import transaction
 
-from realtime.layer import CHANGE_TYPE
+from realtime.layer import (
+    CHANGES_TYPE,
+    MAX_CHANGES_PER_MESSAGE,
+    changes_messages,
+    stream_group,
+    tenant_group,
+)
 from realtime.models import LiveUpdate
 from realtime.services.changes import ChangeInput, live_updates_record
 
@@ -19,16 +25,48 @@ def orders(*ids: int) -> list[ChangeInput]:
     return [ChangeInput(table="orders", type="INSERT", record={"id": i}) for i in ids]
 
 
-def test_commit_sends_exactly_one_message_per_change(tenant, listen):
+def records(message: dict) -> list:
+    return [orjson.loads(data)["record"] for data in message["data"]]
+
+
+def test_commit_sends_the_publish_once_in_order(tenant, listen):
     listener = listen(tenant.tenant.pk, "orders")
     with transaction.atomic():
         rows = live_updates_record(tenant=tenant.tenant, changes=orders(1, 2, 3))
         assert listener.receive_nothing(wait=0.3), "sent before commit"
-    messages = listener.receive(count=3)
-    assert [m["seq"] for m in messages] == [r.pk for r in rows]
-    assert all(m["type"] == CHANGE_TYPE for m in messages)
-    assert [orjson.loads(m["data"])["record"]["id"] for m in messages] == [1, 2, 3]
+    [message] = listener.receive(count=1)
+    assert message["type"] == CHANGES_TYPE
+    assert message["seqs"] == [r.pk for r in rows]
+    assert [r["id"] for r in records(message)] == [1, 2, 3]
     assert listener.receive_nothing(), "a change was sent twice"
+
+
+def test_mixed_tables_keep_cursor_order_for_a_socket_on_both(tenant):
+    """Runs of one table share a message; a process on both streams (or on the
+    tenant's) still meets the changes in the order they were published."""
+    changes = [
+        ChangeInput(table=table, type="INSERT", record={"id": i})
+        for i, table in enumerate(["a", "a", "b", "a"], start=1)
+    ]
+    rows = live_updates_record(tenant=tenant.tenant, changes=changes)
+    messages = changes_messages(rows)
+    t = tenant.tenant.pk
+    assert [(m["stream"], m["seqs"]) for m in messages] == [
+        (stream_group(t, "a"), [rows[0].pk, rows[1].pk]),
+        (stream_group(t, "b"), [rows[2].pk]),
+        (stream_group(t, "a"), [rows[3].pk]),
+        (tenant_group(t), [r.pk for r in rows]),
+    ]
+
+
+def test_a_large_publish_is_split_into_bounded_messages(tenant, listen):
+    listener = listen(tenant.tenant.pk, "orders")
+    count = MAX_CHANGES_PER_MESSAGE + 5
+    rows = live_updates_record(tenant=tenant.tenant, changes=orders(*range(count)))
+    first, second = listener.receive(count=2)
+    assert len(first["data"]) == MAX_CHANGES_PER_MESSAGE
+    assert first["seqs"] + second["seqs"] == [r.pk for r in rows]
+    assert listener.receive_nothing()
 
 
 def test_rollback_records_and_sends_nothing(tenant, listen):
@@ -48,7 +86,7 @@ def test_inner_rollback_discards_only_its_changes(tenant, listen):
             live_updates_record(tenant=tenant.tenant, changes=orders(2))
             raise Boom
     [message] = listener.receive(count=1)
-    assert orjson.loads(message["data"])["record"] == {"id": 1}
+    assert records(message) == [{"id": 1}]
     assert listener.receive_nothing()
 
 
@@ -65,7 +103,7 @@ def test_message_is_the_postgres_changes_data_with_its_cursor(tenant, listen):
             )
         ],
     )
-    data = orjson.loads(listener.receive(count=1)[0]["data"])
+    data = orjson.loads(listener.receive(count=1)[0]["data"][0])
     assert data == {
         "schema": "public",
         "table": "orders",

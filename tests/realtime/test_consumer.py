@@ -133,6 +133,49 @@ def test_schema_binding_receives_every_table_of_its_tenant_only(make_tenant, soc
     assert ws.quiet(is_change)
 
 
+def test_a_publish_of_many_changes_arrives_as_separate_frames_in_order(tenant, sockets):
+    """One publish reaches each socket in one write: still one frame per change,
+    each socket only its own share, in cursor order, on both protocol versions."""
+    row_policy_add(
+        tenant=tenant.tenant,
+        table="orders",
+        role="authenticated",
+        rules=[{"column": "site_id", "claim": "site_id"}],
+    )
+    every = sockets(tenant.secret_key, vsn="2.0.0")
+    every.join("shop", bindings=[{"event": "*", "schema": "public", "table": "orders"}])
+    site_1 = sockets(tenant.secret_key)
+    site_1.join("shop", bindings=SITE_1)
+    user_2 = sockets(tenant.publishable_key)
+    bindings = [{"event": "INSERT", "schema": "public", "table": "orders"}]
+    user_2.join("shop", bindings=bindings, token=user_token(tenant, 2))
+    changes = [
+        ChangeInput(
+            table="orders", type="INSERT", record={"id": n, "site_id": n % 2 + 1}
+        )
+        for n in range(1, 7)
+    ]
+    changes.append(
+        ChangeInput(
+            table="orders",
+            type="UPDATE",
+            record={"id": 2, "site_id": 1},
+            old_record={"id": 2, "site_id": 1},
+        )
+    )
+    rows = live_updates_record(tenant=tenant.tenant, changes=changes)
+
+    def seqs(ws, count):
+        return [c["payload"]["data"]["seq"] for c in ws.changes(count)]
+
+    assert seqs(every, 7) == [r.pk for r in rows]
+    site_1_rows = [r for r in rows if r.record["site_id"] == 1]
+    assert seqs(site_1, 4) == [r.pk for r in site_1_rows]
+    assert seqs(user_2, 3) == [r.pk for r in rows[:6] if r.record["site_id"] == 2]
+    for ws in (every, site_1, user_2):
+        assert ws.quiet(is_change)
+
+
 def test_refreshed_token_changes_which_rows_arrive(tenant, sockets):
     row_policy_add(
         tenant=tenant.tenant,

@@ -2,7 +2,6 @@
 
 from decimal import Decimal
 
-import orjson
 import pytest
 from django.db import transaction
 
@@ -41,7 +40,7 @@ def test_save_of_new_instance_records_insert_with_the_row(tenant, listen):
         "tags": "jsonb",
         "updated_at": "timestamptz",
     }
-    data = orjson.loads(listener.receive(count=1)[0]["data"])
+    data = listener.changes(count=1)[0]
     assert data["type"] == "INSERT" and data["record"]["title"] == "Hello"
 
 

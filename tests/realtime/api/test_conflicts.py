@@ -41,10 +41,7 @@ def post(api, creds, body, client=None):
 
 
 def delivered_titles(listener, count):
-    return [
-        orjson.loads(m["data"])["record"]["title"]
-        for m in listener.receive(count=count)
-    ]
+    return [data["record"]["title"] for data in listener.changes(count=count)]
 
 
 def test_an_older_update_arriving_late_is_refused_as_stale(api, tenant, listen):

@@ -53,7 +53,7 @@ def test_content_event_becomes_an_insert_on_live_updates(api, tenant, listen):
         "INSERT",
         record,
     )
-    data = orjson.loads(listener.receive(count=1)[0]["data"])
+    data = listener.changes(count=1)[0]
     assert data["record"] == record and data["seq"] == body["seq"]
     log = ActivityLog.objects.get(event_type=EventType.PUBLISH)
     assert log.tenant == tenant.tenant and log.target == "live_updates"
