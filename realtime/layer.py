@@ -10,14 +10,18 @@ match `^[a-zA-Z0-9._-]+$` and stay under 100 characters.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import os
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
+from channels_redis.core import RedisChannelLayer
 
 if TYPE_CHECKING:
     from realtime.models import LiveUpdate
@@ -41,6 +45,47 @@ def layer() -> BaseChannelLayer:
     if found is None:
         raise RuntimeError("CHANNEL_LAYERS is not configured")
     return found
+
+
+R = TypeVar("R")
+# The event loop sync code sends to a Redis layer on: (pid, loop).
+_sender: tuple[int, asyncio.AbstractEventLoop] | None = None
+_sender_lock = threading.Lock()
+
+
+def _sender_loop() -> asyncio.AbstractEventLoop:
+    global _sender  # one per process, made on first use
+    with _sender_lock:
+        if _sender is None or _sender[0] != os.getpid():  # none yet, or forked
+            loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=loop.run_forever, name="herald-layer-sender", daemon=True
+            ).start()
+            _sender = (os.getpid(), loop)
+        return _sender[1]
+
+
+def layer_sync(
+    fn: Callable[..., Coroutine[Any, Any, R]], *args: Any, **kwargs: Any
+) -> R:
+    """Run a layer coroutine from sync code (a view, a save's on-commit hook).
+
+    asgiref's async_to_sync, outside a server's thread, makes an event loop per
+    call, and channels-redis a connection pool per loop: every publish from a
+    worker or script paid a Redis connect. With Redis, sync code sends on one
+    loop kept for the process instead. The in-memory layer's queues belong to
+    the server's loop, which async_to_sync reaches; so does an async caller
+    (async_to_sync refuses it with its own clear error).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        if isinstance(layer(), RedisChannelLayer):
+            future = asyncio.run_coroutine_threadsafe(
+                fn(*args, **kwargs), _sender_loop()
+            )
+            return future.result()
+    return async_to_sync(fn)(*args, **kwargs)
 
 
 def stream_group(tenant_id: int, table: str) -> str:
@@ -117,7 +162,7 @@ def disconnect_send(
         "connection": connection,
         "topic": topic,
     }
-    async_to_sync(layer().group_send)(CONTROL_GROUP, message)
+    layer_sync(layer().group_send, CONTROL_GROUP, message)
 
 
 def commit_timestamp(update: LiveUpdate) -> str:
@@ -182,8 +227,7 @@ def changes_messages(updates: Sequence[LiveUpdate]) -> list[dict[str, Any]]:
 
 def changes_send(updates: Sequence[LiveUpdate]) -> None:
     """Send a publish's changes to their streams; runs after commit."""
-    send = async_to_sync(_changes_send)
-    send(changes_messages(updates))
+    layer_sync(_changes_send, changes_messages(updates))
 
 
 async def _changes_send(messages: list[dict[str, Any]]) -> None:

@@ -6,14 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from asgiref.sync import async_to_sync
 
 from audit.models import EventType
 from audit.services import activity_record
 from realtime import errors
 from realtime.auth import Principal
 from realtime.channel_policy import ChannelRule, channel_allowed
-from realtime.layer import broadcast_send, topic_group
+from realtime.layer import broadcast_send, layer_sync, topic_group
 from realtime.selectors import channel_rules
 
 # Slack over the tenant's limit, as Supabase allows for the envelope.
@@ -90,7 +89,7 @@ def broadcasts_publish(
             action="write",
         )
     ]
-    async_to_sync(_send_all)(tenant.pk, allowed)
+    layer_sync(_send_all, tenant.pk, allowed)
     activity_record(
         event_type=EventType.REST_BROADCAST,
         principal=principal,

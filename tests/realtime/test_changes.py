@@ -2,6 +2,8 @@
 
 import orjson
 import pytest
+import redis
+from django.conf import settings
 from django.db import transaction
 
 from realtime.layer import (
@@ -132,3 +134,16 @@ def test_cursors_increase_in_commit_order(tenant):
     second = live_updates_record(tenant=tenant.tenant, changes=orders(3))
     ids = [r.pk for r in first + second]
     assert ids == sorted(ids) and len(set(ids)) == 3
+
+
+def test_publishing_from_sync_code_reuses_its_redis_connection(tenant):
+    """A worker saving tracked models publishes on every commit. It must not
+    open a Redis connection per publish (asgiref makes an event loop per call
+    outside a server, channels-redis a pool per loop)."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    before = client.info("stats")["total_connections_received"]
+    for n in range(20):
+        live_updates_record(tenant=tenant.tenant, changes=orders(n))
+    opened = client.info("stats")["total_connections_received"] - before
+    client.close()
+    assert opened <= 2, f"{opened} Redis connections for 20 publishes"
