@@ -116,9 +116,9 @@ def fan_out(changes: list[bytes]) -> None:
         if not conns:
             continue
         frames = []
-        topic_json = orjson.dumps(topic)
+        topic_json, ids_json = orjson.dumps(topic), orjson.dumps(ids)
         for data in changes:
-            payload = b'{"ids":' + orjson.dumps(ids) + b',"data":' + data + b"}"
+            payload = b'{"ids":' + ids_json + b',"data":' + data + b"}"
             if v2:
                 frame = b"[null,null," + topic_json + b',"postgres_changes",'
                 frame += payload + b"]"

@@ -199,28 +199,28 @@ def changes_messages(updates: Sequence[LiveUpdate]) -> list[dict[str, Any]]:
     changes in cursor order. `data` is serialized here, once per change, never
     once per subscriber; at most MAX_CHANGES_PER_MESSAGE share a message.
     """
-    runs: list[tuple[str, int, list[LiveUpdate]]] = []
-    tenants: dict[int, list[LiveUpdate]] = {}
+    runs: list[tuple[str, int, list[tuple[int, bytes]]]] = []
+    tenants: dict[int, list[tuple[int, bytes]]] = {}
     for update in updates:
+        change = (update.pk, orjson.dumps(change_data(update)))
         group = stream_group(update.tenant_id, update.table)
         if not runs or runs[-1][0] != group:
             runs.append((group, update.tenant_id, []))
-        runs[-1][2].append(update)
-        tenants.setdefault(update.tenant_id, []).append(update)
-    runs += [(tenant_group(t), t, run) for t, run in tenants.items()]
-    data = {id(u): orjson.dumps(change_data(u)) for u in updates}
+        runs[-1][2].append(change)
+        tenants.setdefault(update.tenant_id, []).append(change)
+    runs += [(tenant_group(t), t, changes) for t, changes in tenants.items()]
     return [
         {
             "type": CHANGES_TYPE,
             "stream": group,
             "tenant": tenant_id,
-            "seqs": [u.pk for u in chunk],
-            "data": [data[id(u)] for u in chunk],
+            "seqs": [seq for seq, _ in chunk],
+            "data": [data for _, data in chunk],
         }
-        for group, tenant_id, run in runs
+        for group, tenant_id, changes in runs
         for chunk in (
-            run[i : i + MAX_CHANGES_PER_MESSAGE]
-            for i in range(0, len(run), MAX_CHANGES_PER_MESSAGE)
+            changes[i : i + MAX_CHANGES_PER_MESSAGE]
+            for i in range(0, len(changes), MAX_CHANGES_PER_MESSAGE)
         )
     ]
 
