@@ -7,7 +7,9 @@ with the postgres_changes ids, then pushes) and gets changes exactly as Herald
 does: its process joins the (tenant, table) stream group on the Redis channel
 layer (channels_redis, Herald's settings) and receives the very message
 benchmarks/publisher.py sends with `realtime.layer.changes_send`: one message
-per publish per process, carrying its changes. Per change it builds each
+per publish per process, carrying its changes. It takes them off its channel
+as Herald does, all that are waiting at once (`realtime.layer.receive_many`),
+and fans out the changes of all of them together. Per change it builds each
 distinct frame once (byte-identical to Herald's: the `data` JSON is forwarded
 as received), then:
 
@@ -15,8 +17,8 @@ as received), then:
   frames once with websockets' own `Frame.serialize` (a server's frames are
   unmasked, so the bytes are the same for every socket) and writes the
   message's frames, joined, to each open socket's transport: one
-  `transport.write` (a `send()`) per socket per message, as Herald does, the
-  least Python can do;
+  `transport.write` (a `send()`) per socket per batch of messages, as Herald
+  does, the least Python can do;
 - `--send broadcast`: `websockets.broadcast`, the library's own fan-out, which
   encodes the text once but builds and serializes a frame per socket, per
   change.
@@ -44,6 +46,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
+
+from realtime.layer import node_channel, receive_many
 
 CHANGES_TYPE = "stream.changes"  # realtime.layer.CHANGES_TYPE
 ID_RANGE = 2**27 - 1
@@ -141,11 +145,17 @@ def fan_out(changes: list[bytes]) -> None:
 async def pump(layer: RedisChannelLayer, channel: str) -> None:
     while True:
         try:
-            message = await layer.receive(channel)
+            messages = await receive_many(layer, channel)
         except RedisTimeoutError:
             continue  # an idle wait ran out (as in realtime.hub)
-        if message.get("type") == CHANGES_TYPE:
-            fan_out(message["data"])
+        changes = [
+            data
+            for message in messages
+            if message.get("type") == CHANGES_TYPE
+            for data in message["data"]
+        ]
+        if changes:
+            fan_out(changes)
 
 
 def health(conn: ServerConnection, request: Request) -> Response | None:
@@ -158,7 +168,7 @@ async def main(port: int, redis_url: str, group: str) -> None:
     # Herald's channel layer settings (config/settings.py), the same Redis.
     address = {"address": redis_url, "socket_timeout": 15, "socket_connect_timeout": 5}
     layer = RedisChannelLayer(hosts=[address], capacity=5000, expiry=60)
-    channel = await layer.new_channel("ceiling.")
+    channel = node_channel()
     await layer.group_add(group, channel)
     stop = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)

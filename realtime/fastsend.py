@@ -14,8 +14,9 @@ a send per socket per frame, most of a fan-out's cost in `make bench`'s
 profile). When Twisted has nothing queued for a plain TCP socket, sending at
 once is what that turn would do; whatever the kernel does not take is queued
 behind it, so the order on the wire holds. Frames due to a socket at once
-(the changes of one publish) are joined and written together: one send for
-all of them, as Centrifugo batches a client's queued messages into one write.
+(the changes of one publish, or of every layer message the process took in
+one go) are joined and written together: one send for all of them, as
+Centrifugo batches a client's queued messages into one write.
 
 Anything else (not daphne, closing, compressing, mid-send, TLS) goes the
 ordinary ASGI way, in order.
@@ -25,18 +26,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet.tcp import Connection
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 # autobahn's WebSocketProtocol.STATE_OPEN
 STATE_OPEN = 3
-
-
-# A fan-out target: it has `protocol` (daphne's, or None) and `transport` (its
-# plain TCP transport, or None); the others are sent to through their ASGI send.
-T = TypeVar("T")
 
 
 def protocol_of(send: Send) -> Any | None:
@@ -77,42 +73,76 @@ class Frame:
         return self._data
 
 
-def write_all(frames: Sequence[Frame], targets: Iterable[T]) -> list[T]:
-    """Write the frames, in order, to every open plain daphne socket now, in
-    one write each; return the other targets (to send to the ASGI way).
+class Outbox:
+    """The frames due to sockets over one or more layer messages, held until
+    `flush` writes each socket all of its frames, in order, at once.
 
-    This loop runs once per socket per layer message: it is kept flat.
+    Sockets are told apart by their daphne protocol, so the channels one socket
+    has joined share its write; targets without one are kept apart.
     """
-    slow: list[T] = []
-    data: bytes | None = None
-    for target in targets:
-        protocol: Any = target.protocol  # type: ignore[attr-defined]
-        transport: Any = target.transport  # type: ignore[attr-defined]
-        if (
-            transport is None
-            or protocol.state != STATE_OPEN
-            or protocol._perMessageCompress is not None
-            or protocol.send_queue
-        ):
-            slow.append(target)
-            continue
-        if data is None:
-            data = b"".join([frame.wire(protocol) for frame in frames])
-        if (
-            transport._tempDataBuffer
-            or transport.offset != len(transport.dataBuffer)
-            or transport.disconnecting
-            or not transport.connected
-        ):
-            transport.write(data)  # queued behind what is waiting
-            continue
-        try:
-            sent = transport.socket.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            transport.write(data)  # Twisted meets the error and closes
-            continue
-        if sent < len(data):
-            transport.write(data[sent:])
-    return slow
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        # socket → (a target on it, the frame lists due to it, in order)
+        self._due: dict[int, tuple[Any, list[Sequence[Frame]]]] = {}
+
+    def add(self, frames: Sequence[Frame], targets: Iterable[Any]) -> None:
+        """`frames` are due to every target (runs once per socket per message)."""
+        due = self._due
+        for target in targets:
+            protocol = target.protocol
+            key = id(target) if protocol is None else id(protocol)
+            entry = due.get(key)
+            if entry is None:
+                due[key] = (target, [frames])
+            else:
+                entry[1].append(frames)
+
+    def flush(self) -> list[tuple[Any, list[Frame]]]:
+        """Write what is due to every open plain daphne socket now, one write
+        each; return the others with their frames (to send the ASGI way)."""
+        due, self._due = self._due, {}
+        slow: list[tuple[Any, list[Frame]]] = []
+        # The sockets of an audience are due the same frame lists: joined once.
+        joined: dict[tuple[int, ...], bytes] = {}
+        for target, lists in due.values():
+            protocol: Any = target.protocol
+            transport: Any = target.transport
+            if (
+                transport is None
+                or protocol.state != STATE_OPEN
+                or protocol._perMessageCompress is not None
+                or protocol.send_queue
+            ):
+                slow.append((target, [f for frames in lists for f in frames]))
+                continue
+            key = tuple(map(id, lists))
+            data = joined.get(key)
+            if data is None:
+                data = joined[key] = b"".join(
+                    [f.wire(protocol) for frames in lists for f in frames]
+                )
+            write(transport, data)
+        return slow
+
+
+def write(transport: Any, data: bytes) -> None:
+    """Send now if nothing is queued before it, else queue it behind."""
+    if (
+        transport._tempDataBuffer
+        or transport.offset != len(transport.dataBuffer)
+        or transport.disconnecting
+        or not transport.connected
+    ):
+        transport.write(data)  # queued behind what is waiting
+        return
+    try:
+        sent = transport.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        transport.write(data)  # Twisted meets the error and closes
+        return
+    if sent < len(data):
+        transport.write(data[sent:])

@@ -6,8 +6,10 @@ last: fan-out across processes costs one layer message per process. Inside,
 channels are grouped into audiences (same topic, codec, bindings, role and
 claims); per change, bindings and row policy are evaluated once per audience
 (memoised across audiences) and each distinct frame is encoded once. The
-frames one layer message (one publish) brings an audience are written to each
-of its sockets together: one write per socket, however many changes.
+process takes every message waiting on its channel at once, and the frames
+they bring a socket are written to it together: one write per socket, however
+many changes and publishes, so a process that falls behind catches up in
+larger writes instead of more of them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from realtime.auth import Principal
 from realtime.bindings import Binding, binding_matches
 from realtime.db import in_db
 from realtime.errors import DatabaseUnavailable
-from realtime.fastsend import Frame, write_all
+from realtime.fastsend import Frame, Outbox
 from realtime.layer import (
     BROADCAST_TYPE,
     CHANGES_TYPE,
@@ -43,7 +45,9 @@ from realtime.layer import (
     CONTROL_TYPE,
     PRESENCE_TYPE,
     layer,
+    node_channel,
     presence_send,
+    receive_many,
     stream_group,
     tenant_group,
 )
@@ -282,7 +286,7 @@ class Hub:
     async def _ensure_started(self) -> str:
         async with self._start_lock:
             if self.channel is None:
-                self.channel = await layer().new_channel("herald.node.")
+                self.channel = node_channel()
                 await layer().group_add(CONTROL_GROUP, self.channel)
                 await self.presence.alive(self.node)
                 await self._check_restart()
@@ -405,7 +409,7 @@ class Hub:
         assert self.channel is not None
         while True:
             try:
-                message = await layer().receive(self.channel)
+                messages = await receive_many(layer(), self.channel)
             except asyncio.CancelledError:
                 raise
             except RedisTimeoutError:
@@ -416,15 +420,7 @@ class Hub:
                 await asyncio.sleep(1)
                 await self._check_restart()
                 continue
-            try:
-                await self.dispatch(message)
-            except Exception:
-                metrics.DROPS.labels(message.get("type", "unknown")).inc()
-                logger.exception(
-                    "Hub %s failed to deliver %s",
-                    self.node,
-                    message.get("seqs") or message.get("type"),
-                )
+            await self.dispatch_all(messages)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -509,11 +505,44 @@ class Hub:
                     group, topic=topic, diff=diff_payload(leaves=[entry])
                 )
 
+    async def dispatch_all(self, messages: list[dict[str, Any]]) -> None:
+        """Deliver layer messages, in order. The change frames they bring a
+        socket are written to it at once, after the last message or before
+        anything else (a broadcast, an order) reaches the sockets."""
+        outbox = Outbox()
+        delivered: list[ChangeContext] = []
+        for message in messages:
+            try:
+                if message.get("type") == CHANGES_TYPE:
+                    delivered += await self.dispatch_changes(message, outbox)
+                    continue
+                await self._flush(outbox, delivered)
+                await self.dispatch(message)
+            except Exception:
+                metrics.DROPS.labels(message.get("type", "unknown")).inc()
+                logger.exception(
+                    "Hub %s failed to deliver %s",
+                    self.node,
+                    message.get("seqs") or message.get("type"),
+                )
+        await self._flush(outbox, delivered)
+
+    async def _flush(self, outbox: Outbox, delivered: list[ChangeContext]) -> None:
+        for member, frames in outbox.flush():
+            try:
+                for frame in frames:
+                    await member.send(frame.event)
+            except Exception:
+                metrics.DROPS.labels(CHANGES_TYPE).inc()
+                logger.exception("Hub %s could not write to a socket", self.node)
+        for context in delivered:
+            metrics.DELIVERY_LATENCY.observe(seconds_since(context.commit_timestamp))
+        delivered.clear()
+
     async def dispatch(self, message: dict[str, Any]) -> None:
+        """Deliver a message other than changes (those go through dispatch_all)."""
         kind = message.get("type")
-        if kind == CHANGES_TYPE:
-            await self.dispatch_changes(message)
-        elif kind == BROADCAST_TYPE:
+        if kind == BROADCAST_TYPE:
             await self.dispatch_broadcast(message)
         elif kind == PRESENCE_TYPE:
             await self.dispatch_presence(message)
@@ -582,10 +611,14 @@ class Hub:
         if sent:
             metrics.DELIVERIES.labels(member.tenant, "presence").inc(sent)
 
-    async def dispatch_changes(self, message: dict[str, Any]) -> None:
+    async def dispatch_changes(
+        self, message: dict[str, Any], outbox: Outbox
+    ) -> list[ChangeContext]:
+        """Put the frames of a message's changes in the outbox, for every
+        audience of its stream; return the changes someone is due."""
         audiences = self.groups.get(message.get("stream", ""))
         if not audiences:
-            return
+            return []
         tenant_id = message["tenant"]
         contexts = []
         for data_json in message["data"]:
@@ -605,18 +638,19 @@ class Hub:
             )
         delivered = 0
         for audience in list(audiences.values()):
-            delivered += await self._deliver(audience, contexts)
-        if delivered:
-            slug = next(iter(audiences.values())).principal.tenant.slug
-            metrics.DELIVERIES.labels(slug, "change").inc(delivered)
-            self.tally[tenant_id] = self.tally.get(tenant_id, 0) + delivered
-            for context in contexts:
-                if context.frames:  # delivered to someone
-                    latency = seconds_since(context.commit_timestamp)
-                    metrics.DELIVERY_LATENCY.observe(latency)
+            delivered += self._deliver(audience, contexts, outbox)
+        if not delivered:
+            return []
+        slug = next(iter(audiences.values())).principal.tenant.slug
+        metrics.DELIVERIES.labels(slug, "change").inc(delivered)
+        self.tally[tenant_id] = self.tally.get(tenant_id, 0) + delivered
+        return [context for context in contexts if context.frames]
 
-    async def _deliver(self, audience: Audience, contexts: list[ChangeContext]) -> int:
-        """Deliver the changes an audience may see: one write per socket."""
+    @staticmethod
+    def _deliver(
+        audience: Audience, contexts: list[ChangeContext], outbox: Outbox
+    ) -> int:
+        """The changes an audience may see, into the outbox for its sockets."""
         frames = []
         for context in contexts:
             ids = context.matching_ids(audience.bindings)
@@ -624,10 +658,8 @@ class Hub:
                 frames.append(context.frame(audience.codec, audience.topic, ids))
         if not frames:
             return 0
-        members = list(audience.members.values())
-        for member in write_all(frames, members):
-            for frame in frames:
-                await member.send(frame.event)
+        members = audience.members.values()
+        outbox.add(frames, members)
         for member in members:
             member.delivered += len(frames)
         return len(members) * len(frames)

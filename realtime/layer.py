@@ -15,6 +15,8 @@ import hashlib
 import logging
 import os
 import threading
+import time
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +37,8 @@ PRESENCE_TYPE = "topic.presence"
 CONTROL_TYPE = "control.disconnect"
 # Changes sent in one layer message at most (a bound on its size).
 MAX_CHANGES_PER_MESSAGE = 100
+# Messages a process takes off its channel at once, at most.
+RECEIVE_BATCH = 100
 # Every process listens here for orders about its sockets (revoked keys,
 # suspended tenants, admin disconnects).
 CONTROL_GROUP = "herald.control"
@@ -86,6 +90,53 @@ def layer_sync(
             )
             return future.result()
     return async_to_sync(fn)(*args, **kwargs)
+
+
+def node_channel() -> str:
+    """A channel for one process's hub.
+
+    A plain name, not a process-local `prefix!` one: channels-redis keeps all
+    the `!` channels of a process in one Redis key behind a lock, and takes
+    them one at a time. A plain channel is a key of its own, which
+    `receive_many` can empty at once.
+    """
+    return f"herald.node.{uuid.uuid4().hex}"
+
+
+async def receive_many(channel_layer: BaseChannelLayer, channel: str) -> list[Any]:
+    """The messages waiting on a plain channel (up to RECEIVE_BATCH), else
+    the next one to arrive; an empty list when a wait runs out.
+
+    channels-redis takes one message per `receive`, in four Redis round trips
+    (a recovery script, BZPOPMIN, copying the message to an in-flight set,
+    then removing it from there). A hub that fell behind then never has more
+    than one message in hand, so a socket due several frames gets them in as
+    many writes. Here one ZPOPMIN takes all that is waiting, in order, and only
+    an empty channel waits, in BZPOPMIN; the hub writes a socket everything a
+    batch brings it at once. What this gives up is the in-flight copy that
+    lets a cancelled `receive` lose nothing: a hub's receive is cancelled
+    only when its process stops, and a process's channel goes with it.
+
+    Any other layer (the in-memory one) takes one message per call.
+    """
+    if not isinstance(channel_layer, RedisChannelLayer):
+        return [await channel_layer.receive(channel)]
+    assert "!" not in channel, "a process-local channel is read by receive()"
+    key = channel_layer.prefix + channel
+    # The Redis server group_send writes this channel's messages to.
+    connection = channel_layer.connection(channel_layer.consistent_hash(channel))
+    taken = await connection.zpopmin(key, RECEIVE_BATCH)
+    if not taken:
+        popped = await connection.bzpopmin(key, timeout=channel_layer.brpop_timeout)
+        if popped is None:
+            return []
+        taken = [(popped[1], popped[2])]
+    messages = []
+    for content, _sent_at in taken:
+        message = channel_layer.deserialize(content)
+        message.pop("__asgi_channel__", None)  # group_send's routing, not ours
+        messages.append(message)
+    return messages
 
 
 def stream_group(tenant_id: int, table: str) -> str:
@@ -232,5 +283,90 @@ def changes_send(updates: Sequence[LiveUpdate]) -> None:
 
 async def _changes_send(messages: list[dict[str, Any]]) -> None:
     channel_layer = layer()
+    if isinstance(channel_layer, RedisChannelLayer) and channel_layer.ring_size == 1:
+        await group_send_all(channel_layer, messages)
+        return
     for message in messages:
         await channel_layer.group_send(message["stream"], message)
+
+
+# Round trip 1: the live members of every group (expired ones dropped first).
+_MEMBERS_SCRIPT = """
+local members = {}
+for i = 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[1])
+    members[i] = redis.call('ZRANGE', KEYS[i], 0, -1)
+end
+return members
+"""
+# Round trip 2: channels-redis's group_send script, for every message at once;
+# expired messages dropped first, as its sender does in a pipeline of its own.
+_SEND_SCRIPT = """
+local n = #KEYS
+local expiry, cutoff = ARGV[3 * n + 1], ARGV[3 * n + 2]
+local over_capacity = 0
+for i = 1, n do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, cutoff)
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[n + i]) then
+        redis.call('ZADD', KEYS[i], ARGV[2 * n + i], ARGV[i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+    else
+        over_capacity = over_capacity + 1
+    end
+end
+return over_capacity
+"""
+
+
+async def group_send_all(
+    channel_layer: RedisChannelLayer, messages: list[dict[str, Any]]
+) -> None:
+    """`group_send` for several messages, each to the group named by its
+    `stream`, in two Redis round trips in all (channels-redis takes four per
+    message): one reads every group's members, one queues every copy.
+
+    What lands in each channel is what `group_send` would put there (the same
+    serialized message, capacity and expiry), so any channels-redis receiver
+    reads it; copies for one channel keep the messages' order. One Redis server
+    only: the caller falls back to `group_send` for a sharded layer.
+    """
+    connection = channel_layer.connection(0)
+    now = time.time()
+    groups = list(dict.fromkeys(message["stream"] for message in messages))
+    members = await connection.eval(
+        _MEMBERS_SCRIPT,
+        len(groups),
+        *[channel_layer._group_key(group) for group in groups],
+        int(now) - channel_layer.group_expiry,
+    )
+    channels = {
+        group: [name.decode() for name in names]
+        for group, names in zip(groups, members, strict=True)
+    }
+    keys: list[str] = []
+    payloads: list[bytes] = []
+    capacities: list[int] = []
+    for message in messages:
+        # {index: keys}, {key: message for it, serialized}, {key: capacity}
+        _, serialized, capacity = channel_layer._map_channel_keys_to_connection(
+            channels[message["stream"]], message
+        )
+        keys += serialized
+        payloads += serialized.values()
+        capacities += capacity.values()
+    if not keys:
+        return
+    # A score per copy, rising: a channel takes its messages in this order.
+    scores = [now + i * 1e-6 for i in range(len(keys))]
+    over = await connection.eval(
+        _SEND_SCRIPT,
+        len(keys),
+        *keys,
+        *payloads,
+        *capacities,
+        *scores,
+        channel_layer.expiry,
+        int(now) - int(channel_layer.expiry),
+    )
+    if over:
+        logger.info("%s of %s copies over capacity", over, len(keys))

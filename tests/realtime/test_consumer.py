@@ -1,11 +1,16 @@
 """The WebSocket endpoint's server side, frame by frame, on real server processes."""
 
+import signal
 import time
 
 import httpx
+import orjson
 import pytest
+import redis
+from django.conf import settings
 
 from realtime.auth import token_mint
+from realtime.layer import broadcast_send, layer_sync, topic_group
 from realtime.services.changes import ChangeInput, live_updates_record
 from realtime.services.tenants import row_policy_add
 from subscriptions.models import Subscription
@@ -174,6 +179,60 @@ def test_a_publish_of_many_changes_arrives_as_separate_frames_in_order(tenant, s
     assert seqs(user_2, 3) == [r.pk for r in rows[:6] if r.record["site_id"] == 2]
     for ws in (every, site_1, user_2):
         assert ws.quiet(is_change)
+
+
+def test_a_process_that_fell_behind_delivers_every_message_in_order(
+    tenant, sockets, herald_server
+):
+    """Publishes and a broadcast queue up while the server process is stalled;
+    it takes them all at once, and each socket still gets one frame per change,
+    only its share, in the order sent, the broadcast where it fell."""
+    every = sockets(tenant.secret_key)
+    every.join("shop", bindings=[{"event": "*", "schema": "public", "table": "orders"}])
+    site_1 = sockets(tenant.secret_key, vsn="2.0.0")
+    site_1.join("shop", bindings=SITE_1)
+    queued = redis.Redis.from_url(settings.REDIS_URL)
+    herald_server.process.send_signal(signal.SIGSTOP)
+    try:
+        # Redis hands the first to the wait the process had pending; the
+        # rest wait on its channel.
+        rows = [publish(tenant, id=1, site_id=1), publish(tenant, id=2, site_id=1)]
+        layer_sync(
+            broadcast_send,
+            topic_group(tenant.tenant.pk, "shop", private=False),
+            topic="realtime:shop",
+            payload_json=orjson.dumps(
+                {"type": "broadcast", "event": "note", "payload": {"after": 2}}
+            ),
+        )
+        rows += live_updates_record(
+            tenant=tenant.tenant,
+            changes=[
+                ChangeInput(table="orders", type="INSERT", record=record)
+                for record in ({"id": 3, "site_id": 2}, {"id": 4, "site_id": 1})
+            ],
+        )
+        waiting = max(
+            queued.zcard(key) for key in queued.scan_iter("asgiherald.node.*")
+        )
+    finally:
+        herald_server.process.send_signal(signal.SIGCONT)
+    assert waiting == 3
+
+    def next_events(ws, count):
+        frames = [
+            ws.recv_until(lambda f: f["event"] in ("postgres_changes", "broadcast"))
+            for _ in range(count)
+        ]
+        return [
+            f["payload"]["data"]["seq"] if is_change(f) else f["payload"]["payload"]
+            for f in frames
+        ]
+
+    seqs = [row.pk for row in rows]
+    assert next_events(every, 5) == [*seqs[:2], {"after": 2}, *seqs[2:]]
+    assert next_events(site_1, 4) == [*seqs[:2], {"after": 2}, seqs[3]]
+    assert every.quiet(is_change) and site_1.quiet(is_change)
 
 
 def test_refreshed_token_changes_which_rows_arrive(tenant, sockets):
