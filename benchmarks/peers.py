@@ -96,10 +96,16 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=5,
         help="changes per publish (Herald writes a publish's frames to a socket "
-        "at once; --batch 1 leaves it nothing to join)",
+        "at once; with --batch 1 it joins only what queued while it was busy)",
     )
     parser.add_argument("--window", type=float, default=0.5)
-    parser.add_argument("--posts", type=int, default=2, help="publishes in flight")
+    parser.add_argument(
+        "--posts",
+        type=int,
+        default=8,
+        help="publishes in flight, at most (with 2, one change per publish did "
+        "not keep a Herald process busy: the publish round trip set the pace)",
+    )
     parser.add_argument("--vsn", default="2.0.0", choices=["1.0.0", "2.0.0"])
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
