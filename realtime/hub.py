@@ -116,12 +116,13 @@ class Member:
         return self.principal.tenant.pk
 
     def groups(self) -> set[str]:
-        return {
-            tenant_group(self.tenant_id)
-            if b.table is None
-            else stream_group(self.tenant_id, b.table)
-            for b in self.bindings
-        }
+        """The streams to join. A binding on every table takes the tenant's,
+        which carries every change: the channel's table bindings are matched
+        there too, not joined as well (each change would come twice)."""
+        tables = {b.table for b in self.bindings}
+        if None in tables:
+            return {tenant_group(self.tenant_id)}
+        return {stream_group(self.tenant_id, t) for t in tables if t is not None}
 
     def audience_key(self) -> tuple[Any, ...]:
         claims = {

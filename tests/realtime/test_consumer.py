@@ -138,6 +138,30 @@ def test_schema_binding_receives_every_table_of_its_tenant_only(make_tenant, soc
     assert ws.quiet(is_change)
 
 
+def test_a_table_and_a_schema_binding_on_one_channel_get_each_change_once(
+    tenant, sockets
+):
+    """One frame per change, naming every binding it matches, as Supabase
+    sends it; never one per binding."""
+    ws = sockets(tenant.secret_key)
+    reply = ws.join(
+        "mix",
+        bindings=[
+            {"event": "*", "schema": "public"},
+            {"event": "INSERT", "schema": "public", "table": "orders"},
+        ],
+    )
+    every, orders = [b["id"] for b in reply["payload"]["response"]["postgres_changes"]]
+    first = publish(tenant, table="orders", id=1, site_id=1)
+    second = publish(tenant, table="invoices", id=2, site_id=1)
+    frames = [c["payload"] for c in ws.changes(2)]
+    assert [(f["data"]["seq"], sorted(f["ids"])) for f in frames] == [
+        (first.pk, sorted([every, orders])),
+        (second.pk, [every]),
+    ]
+    assert ws.quiet(is_change)
+
+
 def test_a_publish_of_many_changes_arrives_as_separate_frames_in_order(tenant, sockets):
     """One publish reaches each socket in one write: still one frame per change,
     each socket only its own share, in cursor order, on both protocol versions."""
