@@ -91,6 +91,9 @@ POLICY_TTL = 5.0
 MEMBERSHIP_REFRESH = 30.0
 # Heartbeats and delivery counts reach the subscription rows in batches.
 LEDGER_FLUSH = 15.0
+# Changes a socket is written at once, at most (about 300 KB of typical
+# frames), however many waiting messages the process took together.
+MAX_CHANGES_PER_WRITE = 500
 # Sockets opened or closed before freed heap is given back to the OS.
 TRIM_AFTER_CHURN = 200
 
@@ -516,6 +519,8 @@ class Hub:
             try:
                 if message.get("type") == CHANGES_TYPE:
                     delivered += await self.dispatch_changes(message, outbox)
+                    if len(delivered) >= MAX_CHANGES_PER_WRITE:
+                        await self._flush(outbox, delivered)
                     continue
                 await self._flush(outbox, delivered)
                 await self.dispatch(message)

@@ -346,7 +346,8 @@ async def group_send_all(
     keys: list[str] = []
     payloads: list[bytes] = []
     capacities: list[int] = []
-    for message in messages:
+    scores: list[float] = []
+    for n, message in enumerate(messages):
         # {index: keys}, {key: message for it, serialized}, {key: capacity}
         _, serialized, capacity = channel_layer._map_channel_keys_to_connection(
             channels[message["stream"]], message
@@ -354,10 +355,11 @@ async def group_send_all(
         keys += serialized
         payloads += serialized.values()
         capacities += capacity.values()
+        # Rising per message, a microsecond apart: a channel takes a publish's
+        # messages in order, and before whatever is sent after this returns.
+        scores += [now + n * 1e-6] * len(serialized)
     if not keys:
         return
-    # A score per copy, rising: a channel takes its messages in this order.
-    scores = [now + i * 1e-6 for i in range(len(keys))]
     over = await connection.eval(
         _SEND_SCRIPT,
         len(keys),

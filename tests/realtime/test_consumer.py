@@ -259,6 +259,34 @@ def test_a_process_that_fell_behind_delivers_every_message_in_order(
     assert every.quiet(is_change) and site_1.quiet(is_change)
 
 
+def test_a_backlog_larger_than_one_write_arrives_whole_and_in_order(
+    tenant, sockets, herald_server
+):
+    """700 changes queued for a stalled process (the first publish goes to the
+    wait it had pending): more than it writes a socket at once (500); all of
+    them arrive, in order, each once."""
+    ws = sockets(tenant.secret_key, vsn="2.0.0")
+    ws.join(
+        "shop", bindings=[{"event": "INSERT", "schema": "public", "table": "orders"}]
+    )
+    herald_server.process.send_signal(signal.SIGSTOP)
+    try:
+        rows = []
+        for start in range(0, 700, 100):
+            rows += live_updates_record(
+                tenant=tenant.tenant,
+                changes=[
+                    ChangeInput(table="orders", type="INSERT", record={"id": n})
+                    for n in range(start, start + 100)
+                ],
+            )
+    finally:
+        herald_server.process.send_signal(signal.SIGCONT)
+    seqs = [c["payload"]["data"]["seq"] for c in ws.changes(700, timeout=30)]
+    assert seqs == [row.pk for row in rows]
+    assert ws.quiet(is_change)
+
+
 def test_refreshed_token_changes_which_rows_arrive(tenant, sockets):
     row_policy_add(
         tenant=tenant.tenant,
