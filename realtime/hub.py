@@ -424,7 +424,10 @@ class Hub:
                 await asyncio.sleep(1)
                 await self._check_restart()
                 continue
-            await self.dispatch_all(messages)
+            try:
+                await self.dispatch_all(messages)
+            except Exception:  # each message's failure is handled inside
+                logger.exception("Hub %s could not write a batch", self.node)
 
     async def _refresh_loop(self) -> None:
         while True:
