@@ -129,12 +129,15 @@ class TopicsMixin(GuardsMixin):
             # Tracking turns presence on; the state comes before any diff.
             channel.member_of_topic.presence_enabled = True
             await self.push_presence_state(channel)
-        await self._store_presence(channel, {**meta, "phx_ref": phx_ref()})
+        diff = await self._store_presence(channel, {**meta, "phx_ref": phx_ref()})
+        # The tracker hears its reply before the diff it is in, as from Supabase.
         await self.reply(message, "ok", {})
+        await presence_send(channel.room, topic=channel.topic, diff=diff)
 
     async def _store_presence(
         self, channel: JoinedChannel, meta: dict[str, Any]
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Store the channel's presence; return the diff that announces it."""
         previous, key = channel.presence_meta, channel.presence_key
         await hub().presence_put(
             channel.room,
@@ -145,11 +148,10 @@ class TopicsMixin(GuardsMixin):
         joined = (
             meta if previous is None else {**meta, "phx_ref_prev": previous["phx_ref"]}
         )
-        diff = diff_payload(
+        return diff_payload(
             joins=[{"key": key, "meta": joined}],
             leaves=[] if previous is None else [{"key": key, "meta": previous}],
         )
-        await presence_send(channel.room, topic=channel.topic, diff=diff)
 
     async def untrack(self, channel: JoinedChannel) -> None:
         """Remove the channel's presence, announcing the leave to the topic."""

@@ -66,6 +66,19 @@ def test_state_on_join_then_join_update_and_leave_diffs(tenant, sockets):
     )
 
 
+def test_the_tracker_gets_its_reply_before_the_diff_it_is_in(tenant, sockets):
+    ws = sockets(tenant.publishable_key)
+    ws.join("room", presence={"enabled": True, "key": "me"})
+    ws.recv_until(event("presence_state"))
+    for n in range(5):
+        body = {"type": "presence", "event": "track", "payload": {"n": n}}
+        ref = ws.push("realtime:room", "presence", body, join_ref=ws.join_ref)
+        reply = ws.recv_until(lambda f: f["event"] in ("phx_reply", "presence_diff"))
+        assert (reply["event"], reply["ref"]) == ("phx_reply", ref)
+        diff = ws.recv_until(event("presence_diff"))["payload"]
+        assert metas(diff["joins"], "me")[0]["n"] == n
+
+
 def test_same_payload_twice_is_no_change(tenant, sockets):
     watcher, walker = sockets(tenant.publishable_key), sockets(tenant.publishable_key)
     watcher.join("room", **PRESENCE)
