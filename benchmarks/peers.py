@@ -49,17 +49,15 @@ from benchmarks.processes import (  # noqa: E402
     NaiveServer,
     Profiler,
     SocketIOServer,
+    bench_stack,
     busy_cores,
-    create_database,
-    lift_limits,
     raise_fd_limit,
     redis_flush,
-    stack_env,
     versions,
 )
 from benchmarks.run import log_errors  # noqa: E402
 from tests.server import Server, manage  # noqa: E402
-from tests.services import Postgres, Redis  # noqa: E402
+from tests.services import Redis  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TABLE = "bench"
@@ -300,19 +298,8 @@ def main() -> int:
             )
     raise_fd_limit()
     logs = Path(tempfile.mkdtemp(prefix="herald-peers-"))
-    started: list[Redis | Postgres] = []
     results: dict[str, dict[str, Any]] = {}
-    try:
-        redis = Redis()
-        started.append(redis)
-        pg = Postgres()
-        started.append(pg)
-        create_database(pg)
-        env = stack_env(redis, pg)
-        os.environ.update(env)  # the publisher (benchmarks/publisher.py) needs it
-        manage(env, "migrate", "--noinput")
-        tenant = json.loads(manage(env, "create_tenant", "Bench", "--json"))
-        lift_limits(env, tenant["tenant"])
+    with bench_stack("Bench") as (redis, env, tenant):
         tenant_id = manage(env, "shell", "-c", TENANT_ID.format(tenant["tenant"]))
         # The last line: `shell` may say first what it imported.
         group = f"herald.t{int(tenant_id.split()[-1])}.{TABLE}"  # layer.stream_group
@@ -328,9 +315,6 @@ def main() -> int:
                 design, count, args, env, tenant, redis, group, rates, logs
             )
         print(f"All runs took {time.monotonic() - started_at:.0f} s.")
-    finally:
-        for service in reversed(started):
-            service.stop()
     peers_report(results, args)
     peers_goals(results, args.batch)
     for name, res in results.items():

@@ -10,6 +10,7 @@ a migrated database and a tenant whose socket limits let the load through.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import resource
@@ -28,7 +29,7 @@ import redis as redis_py
 
 from realtime.management.commands.serve import daphne_args
 from tests.server import Server, manage
-from tests.services import Postgres, Redis, free_port, postgres_bin
+from tests.services import Postgres, Redis, postgres_bin
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -42,62 +43,35 @@ class NaiveServer(Server):
     Same daphne options as `manage.py serve`; only the application differs.
     """
 
-    def __init__(self, env: dict[str, str], *, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}"
-        self.log_path = log
-        self.env = env
+    def command(self) -> list[str]:
         args = daphne_args(host="127.0.0.1", port=self.port, extra=[])
         assert args[-1] == HERALD_APP, args
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", *args[:-1], NAIVE_APP],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.wait_healthy()
+        return [sys.executable, "-m", "daphne", *args[:-1], NAIVE_APP]
 
 
-class CommandServer(Server):
-    """A peer server (not Django) on a free loopback port, ready once /healthz is."""
-
-    def __init__(self, command: list[str], env: dict[str, str], *, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}"
-        self.log_path = log
-        self.env = env
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [part.format(port=self.port) for part in command],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.wait_healthy()
-
-
-class CeilingServer(CommandServer):
+class CeilingServer(Server):
     """benchmarks/ceiling.py, joined to the stream group `group` on the layer."""
 
     def __init__(
         self, env: dict[str, str], *, log: Path, group: str, send: str = "prepared"
     ) -> None:
-        command = [sys.executable, "-m", "benchmarks.ceiling", "--port", "{port}"]
-        command += ["--redis", env["REDIS_URL"], "--group", group, "--send", send]
-        super().__init__(command, env, log=log)
+        self.group, self.send = group, send
+        super().__init__(env, log=log)
+
+    def command(self) -> list[str]:
+        return [
+            *(sys.executable, "-m", "benchmarks.ceiling", "--port", str(self.port)),
+            *("--redis", self.env["REDIS_URL"], "--group", self.group),
+            *("--send", self.send),
+        ]
 
 
-class SocketIOServer(CommandServer):
+class SocketIOServer(Server):
     """benchmarks/socketio_server.js: Socket.IO 4 with the Redis adapter."""
 
-    def __init__(self, env: dict[str, str], *, log: Path) -> None:
-        command = ["node", str(HERE / "socketio_server.js"), "{port}"]
-        super().__init__([*command, env["REDIS_URL"]], env, log=log)
+    def command(self) -> list[str]:
+        script = str(HERE / "socketio_server.js")
+        return ["node", script, str(self.port), self.env["REDIS_URL"]]
 
 
 def rss_kb(pid: int) -> int:
@@ -283,6 +257,31 @@ def stack_env(redis: Redis, pg: Postgres) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
     )
     return env
+
+
+@contextlib.contextmanager
+def bench_stack(
+    tenant_name: str, **overrides: str
+) -> Iterator[tuple[Redis, dict[str, str], dict[str, Any]]]:
+    """A fresh Redis and PostgreSQL with Herald migrated and one tenant whose
+    socket limits are lifted; both stopped on the way out.
+
+    Yields (redis, env, tenant): `env` is stack_env's with `overrides`, and is
+    made this process's too (benchmarks/publisher.py, started by the load
+    generator, reads it); `tenant` is `create_tenant --json`'s answer.
+    """
+    with contextlib.ExitStack() as stack:
+        redis = Redis()
+        stack.callback(redis.stop)
+        pg = Postgres()
+        stack.callback(pg.stop)
+        create_database(pg)
+        env = {**stack_env(redis, pg), **overrides}
+        os.environ.update(env)
+        manage(env, "migrate", "--noinput")
+        tenant = json.loads(manage(env, "create_tenant", tenant_name, "--json"))
+        lift_limits(env, tenant["tenant"])
+        yield redis, env, tenant
 
 
 def versions() -> str:

@@ -37,18 +37,16 @@ from benchmarks.processes import (  # noqa: E402
     LoadGen,
     NaiveServer,
     Profiler,
+    bench_stack,
     busy_cores,
-    create_database,
-    lift_limits,
     raise_fd_limit,
     redis_flush,
     rss_kb,
-    stack_env,
     versions,
 )
 from benchmarks.report import GOAL_RATE, dig, goals, report  # noqa: E402
-from tests.server import Server, manage  # noqa: E402
-from tests.services import Postgres, Redis  # noqa: E402
+from tests.server import Server  # noqa: E402
+from tests.services import Redis  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TABLE = "bench"
@@ -269,20 +267,8 @@ def main() -> int:
         raise SystemExit("benchmarks/node_modules is missing: run `make bench`")
     raise_fd_limit()
     logs = Path(tempfile.mkdtemp(prefix="herald-bench-"))
-    started: list[Redis | Postgres] = []
     results: dict[str, dict[str, Any]] = {}
-    try:
-        redis = Redis()
-        started.append(redis)
-        pg = Postgres()
-        started.append(pg)
-        create_database(pg)
-        env = stack_env(redis, pg)
-        # The load generator's publisher (benchmarks/publisher.py) needs it too.
-        os.environ.update(env)
-        manage(env, "migrate", "--noinput")
-        tenant = json.loads(manage(env, "create_tenant", "Bench", "--json"))
-        lift_limits(env, tenant["tenant"])
+    with bench_stack("Bench") as (redis, env, tenant):
         print(describe(args, logs), flush=True)
         load = busy_cores()
         print(
@@ -293,9 +279,6 @@ def main() -> int:
         for name in designs:
             rates = latency_rates(name, args, results)
             results[name] = measure_design(name, args, env, tenant, redis, rates, logs)
-    finally:
-        for service in reversed(started):
-            service.stop()
     report(results, args)
     goals(results)
     for name, res in results.items():

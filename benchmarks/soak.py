@@ -41,16 +41,13 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.processes import (  # noqa: E402
     LoadGen,
+    bench_stack,
     busy_cores,
-    create_database,
-    lift_limits,
     raise_fd_limit,
     rss_kb,
-    stack_env,
     versions,
 )
-from tests.server import Server, manage  # noqa: E402
-from tests.services import Postgres, Redis  # noqa: E402
+from tests.server import Server  # noqa: E402
 
 TABLE = "soak"  # the streams are soak0, soak1, ...
 
@@ -216,87 +213,75 @@ def main() -> int:
     warmup = args.warmup if args.warmup is not None else min(120, soak_seconds / 3)
     raise_fd_limit()
     logs = Path(tempfile.mkdtemp(prefix="herald-soak-"))
-    started: list[Redis | Postgres] = []
     servers: list[Server] = []
     sampler: Sampler | None = None
-    try:
-        redis = Redis()
-        started.append(redis)
-        pg = Postgres()
-        started.append(pg)
-        create_database(pg)
-        env = stack_env(redis, pg)
-        # Herald's default, and Django's advice under ASGI: each request's sync
-        # code runs in a thread of its own, so a persistent connection is never
-        # reused nor closed. With 60 (stack_env's, for make bench's connect
-        # bursts) steady REST publishing filled PostgreSQL's 500 connections in
-        # two minutes and every publish failed (503) from then on.
-        env["HERALD_DB_CONN_MAX_AGE"] = "0"
-        os.environ.update(env)  # benchmarks/publisher.py, with --publish layer
-        manage(env, "migrate", "--noinput")
-        tenant = json.loads(manage(env, "create_tenant", "Soak", "--json"))
-        lift_limits(env, tenant["tenant"])
-        print(describe(args, warmup, logs), flush=True)
-        print(f"Before the run, other processes kept {busy_cores():.2f} cores busy.")
-        for i in range(args.processes):
-            servers.append(Server(env, log=logs / f"herald-{i}.log"))
-        config = {
-            "mode": "soak",
-            "ws": [s.ws_url for s in servers],
-            "root": str(ROOT),
-            "publish": args.publish,
-            "publishHttp": [s.url for s in servers],
-            "publisherCmd": [
-                *(sys.executable, "-m", "benchmarks.publisher"),
-                *(tenant["tenant"], TABLE),
-            ],
-            "apikey": tenant["secret_key"],
-            "vsn": "2.0.0",
-            "table": TABLE,
-            "count": args.connections,
-            "streams": args.streams,
-            "rate": args.rate,
-            "soakSeconds": soak_seconds,
-            "tickSeconds": args.tick,
-            "settleSeconds": 10,
-            "maxReconnects": 20,
-            "connectConcurrency": 64,
-            "serverPid": [s.process.pid for s in servers],
-            "clockTicks": os.sysconf("SC_CLK_TCK"),
-            "maxSeconds": soak_seconds + 900,
-        }
-        gen = LoadGen(config, log=logs / "loadgen.log")
-        sampler = Sampler(servers)
+    # Herald's default, and Django's advice under ASGI: each request's sync
+    # code runs in a thread of its own, so a persistent connection is never
+    # reused nor closed. With 60 (stack_env's, for make bench's connect
+    # bursts) steady REST publishing filled PostgreSQL's 500 connections in
+    # two minutes and every publish failed (503) from then on.
+    with bench_stack("Soak", HERALD_DB_CONN_MAX_AGE="0") as (_, env, tenant):
         try:
-            for event in gen.events():
-                if event["event"] == "ready":
-                    sample = sampler.sample({**event, "event": "ready"})
-                    rss = ", ".join(f"{kb / 1024:.1f}" for kb in sample["rss_kb"])
-                    failed = f"{event['failed']} failed"
-                    if event["failed"]:
-                        failed += f": {event['first_error']}"
-                    print(
-                        f"{event['open']:,} joined in {event['connect_s']:.1f}s "
-                        f"({failed}); "
-                        f"RSS MB per process: {rss}. Publishing {args.rate:g}/s for "
-                        f"{args.minutes:g} min.",
-                        flush=True,
-                    )
-                    sampler.samples.clear()  # the samples are those under load
-                    sampler.start = time.monotonic()  # time from the first publish
-                    print(header(len(servers)), flush=True)
-                elif event["event"] in ("tick", "done"):
-                    print(line(sampler.sample(event)), flush=True)
-                    if event["event"] == "done":
-                        gen.tell("close")  # read: the sockets may go
-                        break
+            print(describe(args, warmup, logs), flush=True)
+            print(
+                f"Before the run, other processes kept {busy_cores():.2f} cores busy."
+            )
+            for i in range(args.processes):
+                servers.append(Server(env, log=logs / f"herald-{i}.log"))
+            config = {
+                "mode": "soak",
+                "ws": [s.ws_url for s in servers],
+                "root": str(ROOT),
+                "publish": args.publish,
+                "publishHttp": [s.url for s in servers],
+                "publisherCmd": [
+                    *(sys.executable, "-m", "benchmarks.publisher"),
+                    *(tenant["tenant"], TABLE),
+                ],
+                "apikey": tenant["secret_key"],
+                "vsn": "2.0.0",
+                "table": TABLE,
+                "count": args.connections,
+                "streams": args.streams,
+                "rate": args.rate,
+                "soakSeconds": soak_seconds,
+                "tickSeconds": args.tick,
+                "settleSeconds": 10,
+                "maxReconnects": 20,
+                "connectConcurrency": 64,
+                "serverPid": [s.process.pid for s in servers],
+                "clockTicks": os.sysconf("SC_CLK_TCK"),
+                "maxSeconds": soak_seconds + 900,
+            }
+            gen = LoadGen(config, log=logs / "loadgen.log")
+            sampler = Sampler(servers)
+            try:
+                for event in gen.events():
+                    if event["event"] == "ready":
+                        sample = sampler.sample({**event, "event": "ready"})
+                        rss = ", ".join(f"{kb / 1024:.1f}" for kb in sample["rss_kb"])
+                        failed = f"{event['failed']} failed"
+                        if event["failed"]:
+                            failed += f": {event['first_error']}"
+                        print(
+                            f"{event['open']:,} joined in {event['connect_s']:.1f}s "
+                            f"({failed}); RSS MB per process: {rss}. "
+                            f"Publishing {args.rate:g}/s for {args.minutes:g} min.",
+                            flush=True,
+                        )
+                        sampler.samples.clear()  # the samples are those under load
+                        sampler.start = time.monotonic()  # time from the first publish
+                        print(header(len(servers)), flush=True)
+                    elif event["event"] in ("tick", "done"):
+                        print(line(sampler.sample(event)), flush=True)
+                        if event["event"] == "done":
+                            gen.tell("close")  # read: the sockets may go
+                            break
+            finally:
+                gen.wait()
         finally:
-            gen.wait()
-    finally:
-        for server in servers:
-            server.stop()
-        for service in reversed(started):
-            service.stop()
+            for server in servers:
+                server.stop()
     samples = sampler.samples if sampler else []
     if not samples or samples[-1]["event"] != "done":
         print(f"The soak did not finish; logs in {logs}")

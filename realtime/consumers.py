@@ -293,10 +293,11 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         bindings, problems = parse_bindings(channel.config.postgres_changes)
         valid = tuple(b for b in bindings if b.error is None)
         if valid:
+            protocol = protocol_of(self.base_send)
             channel.member = Member(
                 send=self.base_send,
-                protocol=protocol_of(self.base_send),
-                transport=tcp_transport_of(protocol_of(self.base_send)),
+                protocol=protocol,
+                transport=tcp_transport_of(protocol),
                 codec=self.codec,
                 topic=channel.topic,
                 bindings=valid,

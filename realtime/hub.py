@@ -157,7 +157,6 @@ class TopicMember:
     subscription_id: int = 0
     delivered: int = 0
     flushed: int = 0
-    protocol: Any = None
 
     def wants_presence(self) -> bool:
         return self.presence_enabled and self.read_presence

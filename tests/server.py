@@ -42,7 +42,10 @@ def embedded_env(tmp: Path) -> dict[str, str]:
 
 
 class Server:
-    """One `manage.py serve` (daphne) process on a free loopback port."""
+    """One `manage.py serve` (daphne) process on a free loopback port.
+
+    Subclasses serve something else on the same terms by overriding `command`.
+    """
 
     def __init__(self, env: dict[str, str], *, log: Path) -> None:
         self.port = free_port()
@@ -52,13 +55,17 @@ class Server:
         self.env = env
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port)],
+            self.command(),
             cwd=ROOT,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         self.wait_healthy()
+
+    def command(self) -> list[str]:
+        """What to run, listening on `self.port`."""
+        return [sys.executable, "manage.py", "serve", "--port", str(self.port)]
 
     def wait_healthy(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

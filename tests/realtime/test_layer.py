@@ -17,11 +17,12 @@ def redis_layer(**config):
     return RedisChannelLayer(hosts=[settings.REDIS_URL], prefix=prefix, **config)
 
 
-def run(coroutine_fn):
-    """Run a test's coroutine on a loop of its own; the layer's pools close after."""
+def run(coroutine_fn, **config):
+    """Run a test's coroutine on a loop of its own, with a layer of its own
+    (`config` for RedisChannelLayer); the layer's pools close after."""
 
     async def main():
-        channel_layer = redis_layer(**getattr(coroutine_fn, "config", {}))
+        channel_layer = redis_layer(**config)
         try:
             return await coroutine_fn(channel_layer)
         finally:
@@ -102,8 +103,7 @@ def test_a_full_channel_loses_its_copy_and_no_other():
             await receive_many(channel_layer, free),
         )
 
-    body.config = {"capacity": 2}
-    full, free = run(body)
+    full, free = run(body, capacity=2)
     assert [m["n"] for m in full] == [0, 1]  # what it had, nothing lost
     assert [m["n"] for m in free] == [2]
 
