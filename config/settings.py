@@ -222,6 +222,9 @@ SPECTACULAR_SETTINGS = {
 
 # Largest REST request body accepted; bigger ones are refused with 413.
 HERALD_MAX_BODY_BYTES = env_int("HERALD_MAX_BODY_BYTES", 1_000_000)
+# A socket whose client stops reading is dropped once this much is queued for
+# it (about 7,000 typical change frames); it reconnects and catches up.
+HERALD_MAX_SOCKET_BUFFER = env_int("HERALD_MAX_SOCKET_BUFFER", 4 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = HERALD_MAX_BODY_BYTES
 # How many changes one POST /api/changes may carry.
 HERALD_MAX_BATCH = env_int("HERALD_MAX_BATCH", 1000)

@@ -12,7 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from realtime.bounds import MAX_FILTER_LENGTH, MAX_NAME_LENGTH
 from realtime.filters import MATCH_ALL, Filter, FilterError, compile_filter
+from realtime.validators import is_identifier
 
 __all__ = [
     "Binding",
@@ -107,6 +109,10 @@ def _parse_binding(params: dict[str, Any]) -> Binding:
     error = None
     if schema is None and table is None:
         error = _no_params_message(params)
+    elif not (_valid_name(schema) and _valid_name(table)):
+        # No change can ever come from such a table, and its name must not
+        # reach a stream's group name: refused as a table Realtime cannot find.
+        error = _unable_message(params)
     filter_, filter_error = _parse_filter(params.get("filter"))
     return Binding(
         id=binding_id(params),
@@ -128,6 +134,11 @@ def _event(params: Mapping[str, Any]) -> str:
     return event if event in EVENTS else "*"
 
 
+def _valid_name(value: str | None) -> bool:
+    """A schema or table a change can come from: absent, `*`, or an identifier."""
+    return value is None or value == "*" or is_identifier(value)
+
+
 def _text(value: Any) -> str | None:
     # `table: null` (old Python clients always send it) counts as absent.
     return value if isinstance(value, str) else None
@@ -138,6 +149,11 @@ def _parse_filter(value: Any) -> tuple[Filter, str | None]:
         return MATCH_ALL, None
     if not isinstance(value, str):
         return MATCH_ALL, f"Error parsing `filter` params: {_canonical_json(value)}"
+    if len(value) > MAX_FILTER_LENGTH:
+        return MATCH_ALL, (
+            "Error parsing `filter` params: a filter is at most "
+            f"{MAX_FILTER_LENGTH} characters"
+        )
     try:
         return compile_filter(value), None
     except FilterError as exc:
@@ -148,6 +164,19 @@ def _no_params_message(params: Any) -> str:
     return (
         "No subscription params provided. Please provide at least a `schema` or "
         f"`table` to subscribe to: {_canonical_json(params)}"
+    )
+
+
+def _unable_message(params: Mapping[str, Any]) -> str:
+    def shown(name: str) -> str:
+        value = params.get(name)
+        return value[:MAX_NAME_LENGTH] if isinstance(value, str) else "*"
+
+    return (
+        "Unable to subscribe to changes with given parameters. Please check "
+        "Realtime is enabled for the given connect parameters: [event: "
+        f"{_event(params)}, schema: {shown('schema')}, table: {shown('table')}, "
+        "filters: []]"
     )
 
 

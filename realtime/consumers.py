@@ -11,21 +11,31 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from redis.exceptions import RedisError
 
 from audit.models import EventType
 from realtime import errors, metrics
 from realtime.auth import Principal, principal_shared
 from realtime.bindings import join_reply_entries, parse_bindings
+from realtime.bounds import (
+    MAX_BINDINGS_PER_JOIN,
+    MAX_FRAME_DEPTH,
+    MAX_JSON_DEPTH,
+    MAX_NAME_LENGTH,
+    MAX_TOPIC_LENGTH,
+    has_control_characters,
+    too_deep,
+)
 from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
 from realtime.channel_policy import ChannelRule, channel_allowed
 from realtime.db import best_effort, in_db
-from realtime.fastsend import protocol_of, tcp_transport_of
-from realtime.guards import GuardsMixin, LimitReached
+from realtime.fastsend import overfull, protocol_of, tcp_transport_of
+from realtime.guards import CLOSE_LIMIT, GuardsMixin, LimitReached
 from realtime.hub import Member, TopicMember, hub
 from realtime.layer import topic_group
 from realtime.protocol import (
@@ -41,6 +51,7 @@ from realtime.protocol import (
     ProtocolError,
     close,
     codec_for_vsn,
+    error_frame,
     reply,
 )
 from realtime.selectors import channel_rules
@@ -62,6 +73,20 @@ logger = logging.getLogger(__name__)
 CLOSE_TOO_BIG = 4009
 # Closed on an order: the key was revoked or the tenant suspended.
 CLOSE_ORDERED = 4001
+# A handler failed where the socket could not be kept (RFC 6455's 1011).
+CLOSE_FAILED = 1011
+TOO_MANY_MESSAGES = "Too many messages per second"
+# Supabase's fallback reason for a channel that failed.
+CHANNEL_FAILED = "Unknown Error on Channel"
+
+
+async def released(what: str, step: Awaitable[Any]) -> None:
+    """One step of letting go of a socket: a failure is logged, and the steps
+    after it still run (a slot, a row, a membership are each released)."""
+    try:
+        await step
+    except Exception:
+        logger.exception("Could not release %s", what)
 
 
 def client_ip(scope: dict[str, Any]) -> str | None:
@@ -101,6 +126,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.channels: dict[str, JoinedChannel] = {}
+        self.released = False
+        self.closing = False
+        self.transport: Any = None
         self.connection_id = uuid.uuid4().hex
         self.ip = client_ip(self.scope)
         codec = codec_for_vsn(query_param(self.scope, "vsn"))
@@ -121,6 +149,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             return
         self.codec = codec
         await self.accept()
+        # daphne's TCP transport, when that is what serves the socket: how much
+        # is queued for the client, and a way to drop it when it stops reading.
+        self.transport = tcp_transport_of(protocol_of(self.base_send))
         # The handshake's headers are read; they would be kept for the life of
         # the socket by every frame that holds the scope (about 1 KB each).
         headers = self.scope.get("headers")
@@ -130,7 +161,28 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await hub().register(self)
             metrics.CONNECTIONS.labels(self.principal.tenant.slug).inc()
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Whatever a handler does, the socket lets go of all it holds.
+
+        A failure that `receive` could not answer on the channel ends here:
+        the socket closes with 1011 and is released as on any disconnect
+        (its slot, subscription rows, streams, topics and presence).
+        """
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            logger.exception("Socket failed on %s; closing it", message.get("type"))
+            self._count_failure()
+            await released("the socket", self.close(code=CLOSE_FAILED))
+            await self.disconnect(CLOSE_FAILED)
+            raise StopConsumer() from None
+
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "released", True):
+            return  # released already, or never connected
+        self.released = True
         if self.connection_id in hub().sockets:
             metrics.CONNECTIONS.labels(self.principal.tenant.slug).dec()
         hub().unregister(self)
@@ -138,13 +190,23 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await self._forget(channel)
         if hasattr(self, "codec"):  # it was accepted
             await self.release_connection()
-            await best_effort(
-                connection_close, principal=self.principal, ip=self.ip, code=code
+            await released(
+                "the disconnect row",
+                best_effort(
+                    connection_close, principal=self.principal, ip=self.ip, code=code
+                ),
             )
+
+    def _count_failure(self) -> None:
+        principal = getattr(self, "principal", None)
+        slug = principal.tenant.slug if principal is not None else ""
+        metrics.FAILURES.labels(slug).inc()
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None
     ) -> None:
+        if self.closing:
+            return  # closed for a flood: what is still in flight is dropped
         try:
             message = (
                 self.codec.decode_text(text_data)
@@ -152,16 +214,50 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                 else self.codec.decode_binary(bytes_data or b"")
             )
         except ProtocolError as exc:
-            await self._refuse_frame(exc)
+            if self.message_rate(heartbeat=False) == "flood":
+                await self._flood()
+            else:
+                await self._refuse_frame(exc)
             return
-        if message.event != HEARTBEAT and not self.within_message_rate():
+        rate = self.message_rate(heartbeat=message.event == HEARTBEAT)
+        if rate == "flood":
+            await self._flood()
+            return
+        if rate == "over":
             await self._too_many_messages(message)
             return
-        await self.dispatch_frame(message)
+        if too_deep(message.payload, MAX_FRAME_DEPTH):
+            reason = f"MalformedFrame: values nest at most {MAX_JSON_DEPTH} levels"
+            await self.reply(message, "error", {"reason": reason})
+            return
+        try:
+            await self.dispatch_frame(message)
+        except Exception:
+            logger.exception("Socket failed on a %r frame", message.event[:40])
+            self._count_failure()
+            await self._contain(message)
+
+    async def _contain(self, message: Message) -> None:
+        """A frame's handler failed: release the channel it concerned, if any,
+        and say so as Phoenix does for a crashed channel (clients rejoin)."""
+        channel = self.channels.get(message.topic)
+        if channel is not None:
+            await self._forget(channel)
+        await self.reply(message, "error", {"reason": CHANNEL_FAILED})
+        if channel is not None and message.event != PHX_JOIN:
+            await self.send_message(error_frame(channel.topic, channel.join_ref))
+
+    async def _flood(self) -> None:
+        """Far over the rate: answering each frame would cost more than the frames,
+        so the socket is closed with the limit's code."""
+        self.closing = True
+        metrics.REFUSALS.labels(self.principal.tenant.slug, "flood").inc()
+        await self.limit_record(TOO_MANY_MESSAGES)
+        await self.close(code=CLOSE_LIMIT)
 
     async def _too_many_messages(self, message: Message) -> None:
         """Over the rate: the channel is shut, as Supabase does; else say why."""
-        reason = "Too many messages per second"
+        reason = TOO_MANY_MESSAGES
         channel = self.channels.get(message.topic)
         if channel is None:
             await self.reply(message, "error", {"reason": reason})
@@ -192,6 +288,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
 
     async def send_message(self, message: Message) -> None:
         await self.send(text_data=self.codec.encode(message))
+        if overfull(self.transport):  # replies it never reads count too
+            hub().drop_slow(self.transport, self.principal.tenant.slug)
 
     async def reply(self, message: Message, status: str, response: Any) -> None:
         await self.send_message(
@@ -221,6 +319,15 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             reason = "TopicNameRequired: You must provide a topic name"
             await self.reply(message, "error", {"reason": reason})
             return
+        if len(topic) > len(TOPIC_PREFIX) + MAX_TOPIC_LENGTH or (
+            has_control_characters(topic)
+        ):
+            reason = (
+                f"InvalidJoinPayload: a topic is at most {MAX_TOPIC_LENGTH} "
+                "characters, with no control characters"
+            )
+            await self.reply(message, "error", {"reason": reason})
+            return
         if topic in self.channels:
             # A second join replaces the first (Phoenix closes the old one).
             old = self.channels[topic]
@@ -230,7 +337,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await self.check_join_rate(self.principal, topic)
             channel = await self._authorize_join(message)
         except LimitReached as exc:
-            metrics.REFUSALS.labels(self.principal.tenant.slug, "join_rate").inc()
+            metrics.REFUSALS.labels(
+                self.principal.tenant.slug, metrics.refusal_kind(exc.reason)
+            ).inc()
             await self.reply(message, "error", {"reason": exc.reason})
             return
         except errors.HeraldError as exc:
@@ -251,8 +360,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
 
     async def _authorize_join(self, message: Message) -> JoinedChannel:
         token = join_token(message.payload)
-        principal = await self._principal_for(token, message.topic)
         config = JoinConfig.parse(message.payload)
+        join_bounds_check(config)
+        principal = await self._principal_for(token, message.topic)
         sub_topic = message.topic[len(TOPIC_PREFIX) :]
         rules: list[ChannelRule] = []
         can_read = (True, True)
@@ -266,6 +376,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                 )
         if len(self.channels) >= principal.tenant.max_channels_per_client:
             raise ChannelLimit()
+        refusal = await self.hold_user(principal)
+        if refusal is not None:
+            raise LimitReached(refusal)
         return JoinedChannel(
             topic=message.topic,
             join_ref=message.join_ref,
@@ -284,20 +397,22 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                 read_broadcast=can_read[0],
                 read_presence=can_read[1],
                 presence_enabled=config.presence_enabled,
+                transport=self.transport,
             ),
             presence_key=config.presence_key or str(uuid.uuid1()),
             rules=rules,
         )
 
     async def _start(self, channel: JoinedChannel, message: Message) -> None:
+        # Held from here on: whatever fails below, `_forget` lets go of it all.
+        self.channels[channel.topic] = channel
         bindings, problems = parse_bindings(channel.config.postgres_changes)
         valid = tuple(b for b in bindings if b.error is None)
         if valid:
-            protocol = protocol_of(self.base_send)
             channel.member = Member(
                 send=self.base_send,
-                protocol=protocol,
-                transport=tcp_transport_of(protocol),
+                protocol=protocol_of(self.base_send),
+                transport=self.transport,
                 codec=self.codec,
                 topic=channel.topic,
                 bindings=valid,
@@ -327,7 +442,6 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         channel.member_of_topic.subscription_id = channel.subscription_id
         if channel.member is not None:
             channel.member.subscription_id = channel.subscription_id
-        self.channels[channel.topic] = channel
         metrics.JOINS.labels(channel.principal.tenant.slug).inc()
         self._schedule_expiry(channel)
         await self.reply(message, "ok", {"postgres_changes": entries})
@@ -356,31 +470,36 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await self.send_message(close(channel.topic, channel.join_ref))
 
     async def _forget(self, channel: JoinedChannel) -> None:
-        """Stop delivering to a channel and close its subscription row."""
+        """Stop delivering to a channel and close its subscription row.
+
+        Each step stands alone: a failure in one (Redis, the database) is
+        logged and the others still run.
+        """
         self.channels.pop(channel.topic, None)
         channel.cancel_expiry()
-        try:
-            await self.untrack(channel)
-        except RedisError:
-            # Presence is shared in Redis; if it cannot hear the leave now, the
-            # sweep drops the entry once this process is gone. The rest goes on.
-            logger.warning("Could not untrack %s", channel.topic, exc_info=True)
-        await hub().leave_room(channel.room, channel.member_of_topic)
+        # Presence is shared in Redis; if it cannot hear the leave now, the
+        # sweep drops the entry once this process is gone.
+        await released("presence", self.untrack(channel))
+        room = hub().leave_room(channel.room, channel.member_of_topic)
+        await released("a topic", room)
         members: list[Member | TopicMember] = [channel.member_of_topic]
         if channel.member is not None:
-            await hub().remove(channel.member)
+            await released("streams", hub().remove(channel.member))
             members.append(channel.member)
         # What was delivered since the hub's last flush of this subscription.
         unflushed = sum(m.delivered - m.flushed for m in members)
         for member in members:
             member.flushed = member.delivered
         if channel.subscription_id:
-            await best_effort(
-                subscription_close,
-                subscription_id=channel.subscription_id,
-                delivered=unflushed,
-                principal=channel.principal,
-                ip=self.ip,
+            await released(
+                "a subscription row",
+                best_effort(
+                    subscription_close,
+                    subscription_id=channel.subscription_id,
+                    delivered=unflushed,
+                    principal=channel.principal,
+                    ip=self.ip,
+                ),
             )
 
     async def shut(self, channel: JoinedChannel, reason: str) -> None:
@@ -446,6 +565,11 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         except errors.HeraldError as exc:
             await self.shut(channel, exc.message)
             return
+        refusal = await self.hold_user(principal)
+        if refusal is not None:
+            await self.limit_record(refusal, channel.topic)
+            await self.shut(channel, refusal)
+            return
         if channel.config.private:
             can_read = read_rights(channel.rules, principal, channel.sub_topic)
             if not any(can_read):
@@ -484,6 +608,19 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                 ip=self.ip,
             )
             await self.shut(channel, reason)
+
+
+def join_bounds_check(config: JoinConfig) -> None:
+    """Refuse a join whose config is past a bound, before any work on it."""
+    bindings = config.postgres_changes
+    if isinstance(bindings, list) and len(bindings) > MAX_BINDINGS_PER_JOIN:
+        raise errors.InvalidJoinPayload(
+            f"a channel has at most {MAX_BINDINGS_PER_JOIN} postgres_changes bindings"
+        )
+    if len(config.presence_key) > MAX_NAME_LENGTH:
+        raise errors.InvalidJoinPayload(
+            f"a presence key is at most {MAX_NAME_LENGTH} characters"
+        )
 
 
 class ChannelLimit(errors.HeraldError):

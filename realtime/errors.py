@@ -124,3 +124,11 @@ class CursorGone(HeraldError):
         "Changes after this cursor were deleted by retention: reload the data, "
         "then continue from the cursor of the latest change"
     )
+
+
+class InvalidJoinPayload(HeraldError):
+    """A join whose topic or config is past a bound (realtime.bounds)."""
+
+    code = "invalid_join_payload"
+    reason_code = "InvalidJoinPayload"
+    default_message = "The join payload is invalid"

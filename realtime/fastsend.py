@@ -28,6 +28,7 @@ import functools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from django.conf import settings
 from twisted.internet.tcp import Connection
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -73,6 +74,33 @@ class Frame:
         return self._data
 
 
+def buffered(transport: Any) -> int:
+    """Bytes Twisted holds for a socket that its kernel has not taken yet."""
+    return (
+        len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        if transport is not None
+        else 0
+    )
+
+
+def overfull(transport: Any) -> bool:
+    """A socket whose client stopped reading: its buffer passed the limit."""
+    return buffered(transport) > settings.HERALD_MAX_SOCKET_BUFFER
+
+
+def abort(transport: Any) -> bool:
+    """Drop a socket at once; False if it was dropped already.
+
+    A close frame would only queue behind the buffer the client does not
+    drain. The consumer hears a disconnect (1006) and releases what it holds;
+    the client reconnects and catches up.
+    """
+    if transport.disconnected or transport._aborting:
+        return False
+    transport.abortConnection()
+    return True
+
+
 class Outbox:
     """The frames due to sockets over one or more layer messages, held until
     `flush` writes each socket all of its frames, in order, at once.
@@ -81,11 +109,14 @@ class Outbox:
     has joined share its write; targets without one are kept apart.
     """
 
-    __slots__ = ("_due",)
+    __slots__ = ("_due", "overfull")
 
     def __init__(self) -> None:
         # socket → (a target on it, the frame lists due to it, in order)
         self._due: dict[int, tuple[Any, list[Sequence[Frame]]]] = {}
+        # Targets whose socket stopped reading (buffer over the limit), found
+        # by the last flush.
+        self.overfull: list[Any] = []
 
     def add(self, frames: Sequence[Frame], targets: Iterable[Any]) -> None:
         """`frames` are due to every target (runs once per socket per message)."""
@@ -103,6 +134,8 @@ class Outbox:
         """Write what is due to every open plain daphne socket now, one write
         each; return the others with their frames (to send the ASGI way)."""
         due, self._due = self._due, {}
+        self.overfull = []
+        limit = settings.HERALD_MAX_SOCKET_BUFFER
         slow: list[tuple[Any, list[Frame]]] = []
         # The sockets of an audience are due the same frame lists: joined once.
         joined: dict[tuple[int, ...], bytes] = {}
@@ -123,12 +156,14 @@ class Outbox:
                 data = joined[key] = b"".join(
                     [f.wire(protocol) for frames in lists for f in frames]
                 )
-            write(transport, data)
+            if write(transport, data) > limit:
+                self.overfull.append(target)
         return slow
 
 
-def write(transport: Any, data: bytes) -> None:
-    """Send now if nothing is queued before it, else queue it behind."""
+def write(transport: Any, data: bytes) -> int:
+    """Send now if nothing is queued before it, else queue it behind; return
+    what is left queued for the socket."""
     if (
         transport._tempDataBuffer
         or transport.offset != len(transport.dataBuffer)
@@ -136,13 +171,15 @@ def write(transport: Any, data: bytes) -> None:
         or not transport.connected
     ):
         transport.write(data)  # queued behind what is waiting
-        return
+        return buffered(transport)
     try:
         sent = transport.socket.send(data)
     except (BlockingIOError, InterruptedError):
         sent = 0
     except OSError:
         transport.write(data)  # Twisted meets the error and closes
-        return
+        return 0
     if sent < len(data):
         transport.write(data[sent:])
+        return buffered(transport)
+    return 0

@@ -19,6 +19,8 @@ from typing import Any
 __all__ = ["MATCH_ALL", "Condition", "Filter", "FilterError", "compile_filter"]
 
 MAX_IN_VALUES = 100
+# Filters up to this long are compiled once and shared (4,096 of them at most).
+CACHED_FILTER_LENGTH = 256
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
@@ -89,6 +91,8 @@ def compile_filter(text: str | None) -> Filter:
     """Compile a binding's filter; raise FilterError with the client-facing text."""
     if not text:
         return MATCH_ALL
+    if len(text) > CACHED_FILTER_LENGTH:
+        return _compile(text)  # a rare long filter must not pin memory
     return _compile_cached(text)
 
 
@@ -96,6 +100,10 @@ def compile_filter(text: str | None) -> Filter:
 # them share one Filter object. Errors are raised, so they are never cached.
 @functools.lru_cache(maxsize=4096)
 def _compile_cached(text: str) -> Filter:
+    return _compile(text)
+
+
+def _compile(text: str) -> Filter:
     conditions = {_parse_condition(part) for part in _split_conditions(text)}
     # AND is commutative, so a sorted, de-duplicated tuple is the canonical form.
     ordered = sorted(conditions, key=lambda c: (c.column, c.op, c.values))
@@ -209,9 +217,12 @@ def _in_test(raws: tuple[str, ...]) -> Test:
 def _parse_number(raw: str) -> int | float | None:
     if not _NUMBER.fullmatch(raw):
         return None
-    if "." in raw or "e" in raw or "E" in raw:
-        return float(raw)
-    return int(raw)
+    try:
+        if "." in raw or "e" in raw or "E" in raw:
+            return float(raw)
+        return int(raw)
+    except ValueError:  # more digits than Python converts (int_max_str_digits)
+        return None
 
 
 def _parse_boolean(raw: str) -> bool | None:

@@ -7,6 +7,7 @@ connection, in the process that holds it.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -20,8 +21,16 @@ from realtime.hub import hub
 from realtime.protocol import PHOENIX_TOPIC, reply
 from realtime.services.sockets import refusal_record
 
+logger = logging.getLogger(__name__)
+
 # Closing codes of our own (daphne lets applications use 3000-4999).
 CLOSE_LIMIT = 4029
+# Heartbeats count toward messages per second, with this much room over the
+# limit so that a client's 25-30 s beat never costs it a message.
+HEARTBEAT_ROOM = 2
+# Frames past the limit that are still answered in one second; past twice the
+# limit plus this, the socket is closed.
+FLOOD_ROOM = 100
 
 
 class LimitReached(Exception):
@@ -36,6 +45,7 @@ class GuardsMixin(AsyncWebsocketConsumer):
     principal: Principal
     ip: str | None
     _holds: list[str]
+    _user: str
     _window: tuple[int, int] = (0, 0)
 
     async def send_message(self, message: Any) -> None:
@@ -53,32 +63,62 @@ class GuardsMixin(AsyncWebsocketConsumer):
 
     async def hold_connection(self) -> bool:
         """Count this socket against its tenant's and user's limits, or refuse it."""
-        tenant, sub = self.principal.tenant, self.principal.sub
+        tenant = self.principal.tenant
         self._holds = []
-        wanted = [(f"conn:{tenant.pk}", tenant.max_concurrent_users, "connected users")]
-        if sub:
-            key = f"conn:{tenant.pk}:u:{sub}"
-            wanted.append(
-                (key, tenant.max_connections_per_user, "connections for this user")
-            )
-        for key, limit, what in wanted:
-            if not await hub().hold(key, limit):
-                await self.release_connection()
-                reason = f"ConnectionRateLimitReached: Too many {what}"
-                metrics.REFUSALS.labels(tenant.slug, "connections").inc()
-                await self.limit_record(reason)
-                await self.send_message(
-                    reply(PHOENIX_TOPIC, None, None, "error", {"reason": reason})
-                )
-                await self.close(code=CLOSE_LIMIT)
-                return False
-            self._holds.append(key)
-        return True
+        self._user = ""
+        refusal = None
+        if await hub().hold(f"conn:{tenant.pk}", tenant.max_concurrent_users):
+            self._holds.append(f"conn:{tenant.pk}")
+            refusal = await self.hold_user(self.principal)
+        else:
+            refusal = "ConnectionRateLimitReached: Too many connected users"
+        if refusal is None:
+            return True
+        await self.release_connection()
+        metrics.REFUSALS.labels(tenant.slug, "connections").inc()
+        await self.limit_record(refusal)
+        await self.send_message(
+            reply(PHOENIX_TOPIC, None, None, "error", {"reason": refusal})
+        )
+        await self.close(code=CLOSE_LIMIT)
+        return False
+
+    async def hold_user(self, principal: Principal) -> str | None:
+        """Count the socket against the user of its latest token, or say why not.
+
+        A socket is one user's: the `sub` of its key's token, else of the first
+        join's token, whichever way it came; a token of another user (a refresh
+        after sign-in, say) moves the count. Keys and tokens without `sub` hold
+        no user count.
+        """
+        sub = principal.sub
+        if not sub or sub == self._user:
+            return None
+        tenant = principal.tenant
+        key = f"conn:{tenant.pk}:u:{sub}"
+        if not await hub().hold(key, tenant.max_connections_per_user):
+            return "ConnectionRateLimitReached: Too many connections for this user"
+        await self.release_user()
+        self._user = sub
+        self._holds.append(key)
+        return None
+
+    async def release_user(self) -> None:
+        if self._user:
+            key = f"conn:{self.principal.tenant.pk}:u:{self._user}"
+            self._holds.remove(key)
+            self._user = ""
+            await hub().release(key)
 
     async def release_connection(self) -> None:
-        for key in getattr(self, "_holds", []):
-            await hub().release(key)
-        self._holds = []
+        """Give back every count the socket holds; a failure skips only its key."""
+        holds, self._holds, self._user = getattr(self, "_holds", []), [], ""
+        for key in holds:
+            try:
+                await hub().release(key)
+            except Exception:
+                # A count left behind lapses with this process's liveness key.
+                logger.exception("Could not release %s", key)
 
     async def check_join_rate(self, principal: Principal, topic: str) -> None:
         tenant = principal.tenant
@@ -97,10 +137,16 @@ class GuardsMixin(AsyncWebsocketConsumer):
             await self.limit_record(reason, topic)
             raise LimitReached(reason)
 
-    def within_message_rate(self) -> bool:
-        """Count one client message in this connection's one-second window."""
+    def message_rate(self, *, heartbeat: bool) -> str:
+        """Count one client message in this connection's one-second window:
+        "ok", "over" the tenant's limit, or a "flood" (twice the limit and
+        FLOOD_ROOM more), which closes the socket: answering each frame of it
+        would cost more than the frames."""
         second, count = self._window
         now = int(time.monotonic())
         count = count + 1 if now == second else 1
         self._window = (now, count)
-        return count <= self.principal.tenant.max_events_per_second
+        limit = self.principal.tenant.max_events_per_second
+        if count <= limit + (HEARTBEAT_ROOM if heartbeat else 0):
+            return "ok"
+        return "flood" if count > 2 * limit + FLOOD_ROOM else "over"

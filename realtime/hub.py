@@ -37,7 +37,7 @@ from realtime.auth import Principal
 from realtime.bindings import Binding, binding_matches
 from realtime.db import in_db
 from realtime.errors import DatabaseUnavailable
-from realtime.fastsend import Frame, Outbox
+from realtime.fastsend import Frame, Outbox, abort, buffered, overfull
 from realtime.layer import (
     BROADCAST_TYPE,
     CHANGES_TYPE,
@@ -157,6 +157,8 @@ class TopicMember:
     subscription_id: int = 0
     delivered: int = 0
     flushed: int = 0
+    # daphne's TCP transport behind `send`, to drop a socket that stopped reading.
+    transport: Any = None
 
     def wants_presence(self) -> bool:
         return self.presence_enabled and self.read_presence
@@ -310,8 +312,11 @@ class Hub:
         for group in member.groups():
             audiences = self.groups.get(group)
             if audiences is None:
-                audiences = self.groups[group] = {}
+                # Joined first, kept after: a membership the layer refused
+                # (Redis down) is never kept, so the caller's cleanup and the
+                # periodic refresh only ever see groups that were made.
                 await layer().group_add(group, channel)
+                audiences = self.groups[group] = {}
             audience = audiences.get(key)
             if audience is None:
                 audience = audiences[key] = Audience(
@@ -355,9 +360,7 @@ class Hub:
 
     async def restore(self) -> None:
         """Put back what a restarted Redis forgot: memberships, presences, holds."""
-        assert self.channel is not None
-        for group in [CONTROL_GROUP, *self.groups, *self.rooms]:
-            await layer().group_add(group, self.channel)
+        await self._rejoin_groups()
         await self.presence.alive(self.node)
         for (room, field_name), entry in list(self.local_presence.items()):
             await self.presence.put(room, field_name, entry)
@@ -378,8 +381,8 @@ class Hub:
         channel = await self._ensure_started()
         room = self.rooms.get(group)
         if room is None:
+            await layer().group_add(group, channel)  # as in `add`: then kept
             room = self.rooms[group] = {}
-            await layer().group_add(group, channel)
         room[id(member)] = member
 
     async def leave_room(self, group: str, member: TopicMember) -> None:
@@ -431,11 +434,19 @@ class Hub:
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(MEMBERSHIP_REFRESH)
+            await self._rejoin_groups()
+
+    async def _rejoin_groups(self) -> None:
+        """Re-add every membership; one that fails does not stop the others."""
+        assert self.channel is not None
+        failed = 0
+        for group in [CONTROL_GROUP, *self.groups, *self.rooms]:
             try:
-                for group in [CONTROL_GROUP, *self.groups, *self.rooms]:
-                    await layer().group_add(group, self.channel)
+                await layer().group_add(group, self.channel)
             except Exception:
-                logger.exception("Hub %s could not refresh its groups", self.node)
+                failed += 1
+        if failed:
+            logger.warning("Hub %s could not rejoin %s groups", self.node, failed)
 
     def _deliveries(self) -> dict[int, int]:
         """Deliveries per subscription since the last flush (marked as flushed)."""
@@ -543,9 +554,28 @@ class Hub:
             except Exception:
                 metrics.DROPS.labels(CHANGES_TYPE).inc()
                 logger.exception("Hub %s could not write to a socket", self.node)
+            if overfull(member.transport):
+                outbox.overfull.append(member)
+        for member in outbox.overfull:
+            self.drop_slow(member.transport, member.principal.tenant.slug)
         for context in delivered:
             metrics.DELIVERY_LATENCY.observe(seconds_since(context.commit_timestamp))
         delivered.clear()
+
+    def drop_slow(self, transport: Any, tenant: str) -> None:
+        """Close a socket that stopped reading, and give its memory back soon."""
+        held = buffered(transport)
+        if not abort(transport):
+            return  # dropped already (one socket, several channels)
+        logger.info(
+            "Hub %s dropped a socket of %s: it stopped reading (%s bytes held)",
+            self.node,
+            tenant,
+            held,
+        )
+        metrics.SLOW_CLOSED.labels(tenant).inc()
+        # Its buffer is freed now; the next ledger turn returns it to the OS.
+        self._churn = max(self._churn, TRIM_AFTER_CHURN)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Deliver a message other than changes (those go through dispatch_all)."""
@@ -582,6 +612,8 @@ class Hub:
             await member.send({"type": "websocket.send", event: frame})
             member.delivered += 1
             sent += 1
+            if overfull(member.transport):
+                self.drop_slow(member.transport, member.tenant)
         if sent:
             metrics.DELIVERIES.labels(member.tenant, "broadcast").inc(sent)
 
@@ -616,6 +648,8 @@ class Hub:
                     payload_json=message["diff"],
                 )
             await member.send({"type": "websocket.send", "text": frame})
+            if overfull(member.transport):
+                self.drop_slow(member.transport, member.tenant)
         if sent:
             metrics.DELIVERIES.labels(member.tenant, "presence").inc(sent)
 

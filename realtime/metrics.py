@@ -40,6 +40,16 @@ REFUSALS = Counter(
     "Refused connections, joins and messages",
     ["tenant", "reason"],
 )
+FAILURES = Counter(
+    "herald_handler_failures_total",
+    "Frames whose handler failed: what it held was released, the client told",
+    ["tenant"],
+)
+SLOW_CLOSED = Counter(
+    "herald_slow_consumers_closed_total",
+    "Sockets closed for not reading: their outgoing buffer passed the limit",
+    ["tenant"],
+)
 DELIVERY_LATENCY = Histogram(
     "herald_delivery_latency_seconds",
     "From a change's commit to its frames written to every local socket",

@@ -6,8 +6,9 @@ from django.core.exceptions import ValidationError
 
 # A plain SQL identifier: what a table or column name may be. Anything else
 # (quotes, dots, spaces) is refused rather than escaped.
-IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# \A and \Z, never ^ and $: `$` would also take a trailing newline.
+IDENTIFIER_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+SLUG_RE = re.compile(r"\A[a-z0-9][a-z0-9-]{0,62}\Z")
 
 
 def is_identifier(value: object) -> bool:

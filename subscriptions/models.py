@@ -27,7 +27,8 @@ class Subscription(models.Model):
     topic = models.CharField(max_length=255)
     role = models.CharField(max_length=63)
     sub = models.CharField(max_length=255, blank=True, help_text="The token's `sub`.")
-    # The client's postgres_changes bindings as it sent them, with their ids.
+    # The postgres_changes bindings: id, event, schema, table and filter of each
+    # (services.binding_summary), not the whole of what the client sent.
     bindings = models.JSONField(default=list, blank=True)
     # The tables those bindings name, space-separated (`*` for a schema binding):
     # what operators filter on.

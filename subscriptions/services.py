@@ -40,7 +40,7 @@ def subscription_open(
             topic=topic[:255],
             role=principal.role[:63],
             sub=principal.sub[:255],
-            bindings=list(bindings),
+            bindings=[binding_summary(b) for b in bindings],
             tables=" ".join(sorted({str(b.get("table") or "*") for b in bindings}))[
                 :255
             ],
@@ -57,6 +57,24 @@ def subscription_open(
             details={"subscription": subscription.pk, "private": private},
         )
     return subscription.pk
+
+
+# What a subscription row keeps of a binding, each text cut to this length:
+# the row outlives the join, and a client may send anything in a binding.
+BINDING_FIELDS = ("id", "event", "schema", "table", "filter")
+BINDING_TEXT = 255
+
+
+def binding_summary(binding: Mapping[str, Any]) -> dict[str, Any]:
+    """A binding as operators see it: its id, event, schema, table and filter."""
+    summary: dict[str, Any] = {}
+    for name in BINDING_FIELDS:
+        value = binding.get(name)
+        if isinstance(value, str):
+            summary[name] = value[:BINDING_TEXT]
+        elif isinstance(value, int):
+            summary[name] = value
+    return summary
 
 
 def subscription_close(
