@@ -1,7 +1,11 @@
 """Parse a postgres_changes binding's `filter` string into a predicate on a record.
 
-The grammar is Supabase Realtime's (protocol/SPEC.md §6): `<column>=<op>.<value>`,
-several conditions ANDed with commas. Postgres casts the value to the column's type;
+The grammar is Supabase Realtime's, with PostgREST's operators:
+`<column>=[not.]<op>.<value>`, several conditions ANDed with commas; ops `eq`,
+`neq`, `lt`, `lte`, `gt`, `gte`, `in.(a,b)`, `like` and `ilike` (`%` or `*` for any
+run, `_` for one character), `is.null|true|false|unknown`, `match` and `imatch`
+(regular expressions, run by RE2), `isdistinct`. Postgres casts the value to the
+column's type;
 Herald only has JSON records, so the value is read according to the type of the
 record's value instead. Pure functions, no Django (HOUSE_STYLE habit 5).
 """
@@ -15,6 +19,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import re2
 
 __all__ = ["MATCH_ALL", "Condition", "Filter", "FilterError", "compile_filter"]
 
@@ -30,7 +36,23 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "gt": operator.gt,
     "gte": operator.ge,
 }
-_OPS = frozenset({*_COMPARE, "in"})
+_PATTERNS = frozenset({"like", "ilike", "match", "imatch"})
+_OPS = frozenset({*_COMPARE, *_PATTERNS, "in", "is", "isdistinct"})
+# IS and IS DISTINCT FROM are never NULL, so `not.` negates them plainly; every
+# other operator is NULL on a NULL value, and NOT NULL is still no match.
+_NULL_SAFE = frozenset({"is", "isdistinct"})
+_IS_VALUES: dict[str, Any] = {
+    "null": None,
+    "unknown": None,
+    "true": True,
+    "false": False,
+}
+# Regular expressions come from clients: RE2 matches in time linear in the
+# text (no backtracking), and this caps the memory of one compiled pattern.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.max_mem = 1 << 20
+_RE2_OPTIONS.log_errors = False
+_RE2_OPTIONS.dot_nl = True
 
 # fullmatch, never `$`: `$` would let "site_id\n" through.
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -39,7 +61,7 @@ _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _BOOLEANS = {"true": True, "t": True, "false": False, "f": False}
 # A condition whose value is an `in` list: its commas are not condition separators.
-_IN_CONDITION_START = re.compile(r"[^=,]*=in\.\(")
+_IN_CONDITION_START = re.compile(r"[^=,]*=(?:not\.)?in\.\(")
 
 Test = Callable[[Any], bool]
 
@@ -135,13 +157,84 @@ def _parse_condition(text: str) -> Condition:
     column, has_equals, rest = text.partition("=")
     if not has_equals:
         raise _parse_error([text])
-    op, has_dot, value = rest.partition(".")
+    negated = rest.startswith("not.")
+    op, has_dot, value = rest.removeprefix("not.").partition(".")
     if not has_dot or op not in _OPS or not _COLUMN.fullmatch(column):
         raise _parse_error([column, rest])
+    values, test = _operator(op, value)
+    if negated:
+        return Condition(column, f"not.{op}", values, _negate(test, op))
+    return Condition(column, op, values, test)
+
+
+def _operator(op: str, value: str) -> tuple[tuple[str, ...], Test]:
+    """The values of one operator's condition and its test."""
     if op == "in":
         values = _parse_in_values(value)
-        return Condition(column, op, values, _in_test(values))
-    return Condition(column, op, (value,), _compare_test(op, value))
+        return values, _in_test(values)
+    if op == "is":
+        return (value,), _is_test(value)
+    if op == "isdistinct":
+        same = _compare_test("eq", value)
+        return (value,), lambda v: v is None or not same(v)
+    if op in _PATTERNS:
+        return (value,), _pattern_test(op, value)
+    return (value,), _compare_test(op, value)
+
+
+def _negate(test: Test, op: str) -> Test:
+    if op in _NULL_SAFE:
+        return lambda value: not test(value)
+    return lambda value: value is not None and not test(value)
+
+
+def _is_test(raw: str) -> Test:
+    if raw.lower() not in _IS_VALUES:
+        raise FilterError(
+            "Error parsing `filter` params: `is` takes null, true, false or unknown"
+        )
+    expected = _IS_VALUES[raw.lower()]
+    if expected is None:
+        return lambda value: value is None
+    return lambda value: value is expected
+
+
+def _pattern_test(op: str, raw: str) -> Test:
+    """LIKE and ILIKE (`%` or `*` for any run, `_` for one character, `\\`
+    escapes), or a POSIX-style regular expression for match and imatch;
+    strings only, as in Postgres."""
+    if op in ("like", "ilike"):
+        pattern, search = _like_regex(raw), "fullmatch"
+    else:
+        pattern, search = raw, "search"
+    if op in ("ilike", "imatch"):
+        pattern = "(?i)" + pattern
+    try:
+        compiled = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        message = exc.args[0].decode(errors="replace") if exc.args else ""
+        raise FilterError(
+            f"Error parsing `filter` params: invalid regular expression: {message}"
+        ) from exc
+    find = getattr(compiled, search)
+    return lambda value: isinstance(value, str) and find(value) is not None
+
+
+def _like_regex(raw: str) -> str:
+    parts, escaped = [], False
+    for char in raw:
+        if escaped:
+            parts.append(re2.escape(char))
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char in "%*":
+            parts.append(".*")
+        elif char == "_":
+            parts.append(".")
+        else:
+            parts.append(re2.escape(char))
+    return "".join(parts)
 
 
 def _parse_error(parts: list[str]) -> FilterError:
