@@ -109,6 +109,54 @@ class Filter:
 MATCH_ALL = Filter(())
 
 
+# --- Index keys: which record values a condition can match ------------------------
+#
+# A key is (tag, value) with the tag saying how the test reads a value of that
+# type: ("b", True), ("n", 42) (1 and 1.0 are one key, as they compare equal),
+# ("s", "42"), ("j", canonical JSON text). A record value matches an `eq` or
+# `in` condition only if its key is one of the condition's keys.
+
+IndexKey = tuple[str, Any]
+
+
+def condition_keys(condition: Condition) -> frozenset[IndexKey] | None:
+    """The keys of every value `condition` can match; None if it is not an
+    equality (`eq`, `in`), whose matches cannot be listed."""
+    if condition.op == "eq":
+        raw = condition.values[0]
+        keys = _readings(raw)
+        json_text = _parse_json_text(raw)
+        if json_text is not None and json_text[:1] in ("[", "{"):
+            keys.add(("j", json_text))
+        return frozenset(keys)
+    if condition.op == "in":
+        return frozenset(k for raw in condition.values for k in _readings(raw))
+    return None
+
+
+def value_key(value: Any) -> IndexKey | None:
+    """The key of a record value, as the tests read it (None for NULL)."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, int | float):
+        return ("n", value)
+    if isinstance(value, str):
+        return ("s", value)
+    if isinstance(value, dict | list):
+        return ("j", _json_text(value))
+    return None
+
+
+def _readings(raw: str) -> set[IndexKey]:
+    keys: set[IndexKey] = {("s", raw)}
+    number, boolean = _parse_number(raw), _parse_boolean(raw)
+    if number is not None:
+        keys.add(("n", number))
+    if boolean is not None:
+        keys.add(("b", boolean))
+    return keys
+
+
 def compile_filter(text: str | None) -> Filter:
     """Compile a binding's filter; raise FilterError with the client-facing text."""
     if not text:

@@ -37,6 +37,7 @@ from realtime.auth import Principal
 from realtime.bindings import Binding, binding_matches
 from realtime.db import in_db
 from realtime.errors import DatabaseUnavailable
+from realtime.fanout_index import AudienceIndex
 from realtime.fastsend import Frame, Outbox, abort, buffered, overfull
 from realtime.layer import (
     BROADCAST_TYPE,
@@ -269,6 +270,8 @@ class Hub:
         self.node = f"{socket.gethostname()}:{os.getpid()}"
         self.channel: str | None = None
         self.groups: dict[str, dict[tuple[Any, ...], Audience]] = {}
+        # stream group → its audiences by the values their filters require
+        self.indexes: dict[str, AudienceIndex] = {}
         # topic group → the local channels on that topic
         self.rooms: dict[str, dict[int, TopicMember]] = {}
         self.policies = PolicyCache()
@@ -317,11 +320,13 @@ class Hub:
                 # periodic refresh only ever see groups that were made.
                 await layer().group_add(group, channel)
                 audiences = self.groups[group] = {}
+                self.indexes[group] = AudienceIndex()
             audience = audiences.get(key)
             if audience is None:
                 audience = audiences[key] = Audience(
                     member.codec, member.topic, member.bindings, member.principal
                 )
+                self.indexes[group].add(audience)
             audience.members[id(member)] = member
 
     async def remove(self, member: Member) -> None:
@@ -334,8 +339,10 @@ class Hub:
             audience.members.pop(id(member), None)
             if not audience.members:
                 del audiences[key]
+                self.indexes[group].remove(audience)
             if not audiences and group in self.groups:
                 del self.groups[group]
+                del self.indexes[group]
                 await self._discard(group)
 
     # --- Shared state this process owns, mirrored so it can be put back ------
@@ -658,7 +665,8 @@ class Hub:
     ) -> list[ChangeContext]:
         """Put the frames of a message's changes in the outbox, for every
         audience of its stream; return the changes someone is due."""
-        audiences = self.groups.get(message.get("stream", ""))
+        stream = message.get("stream", "")
+        audiences = self.groups.get(stream)
         if not audiences:
             return []
         tenant_id = message["tenant"]
@@ -679,7 +687,8 @@ class Hub:
                 )
             )
         delivered = 0
-        for audience in list(audiences.values()):
+        # Only the audiences whose filters these rows can match are visited.
+        for audience in self.indexes[stream].candidates(c.row for c in contexts):
             delivered += self._deliver(audience, contexts, outbox)
         if not delivered:
             return []
