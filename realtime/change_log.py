@@ -1,12 +1,14 @@
 """Reading the change log: catch-up, polling and webhook delivery read it one way.
 
 Changes come in cursor order, filtered by the same binding matcher and row-policy
-check the sockets use (realtime.bindings, realtime.row_policy). A tenant's cursors
-commit in order (services/changes.py), so reading "after N" never skips a change.
+check the sockets use (realtime.bindings, realtime.row_policy), an UPDATE's old
+row cut as the sockets cut it. A tenant's cursors commit in order
+(services/changes.py), so reading "after N" never skips a change.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +18,12 @@ from django.conf import settings
 from realtime import errors
 from realtime.bindings import Binding, binding_matches
 from realtime.models import LiveUpdate, RowPolicy, Tenant
-from realtime.row_policy import SERVICE_ROLE, row_visible
+from realtime.row_policy import (
+    SERVICE_ROLE,
+    old_row_visible,
+    redacted_old_record,
+    row_visible,
+)
 from realtime.selectors import Rules, row_policy_rules
 
 # Rows fetched per query while scanning; a request reads at most max_scan rows.
@@ -34,7 +41,11 @@ class Reader:
 
 @dataclass(frozen=True, slots=True)
 class ChangePage:
-    """Visible changes after a cursor, and where to continue from."""
+    """Visible changes after a cursor, and where to continue from.
+
+    Each is as its reader may see it: an UPDATE whose old row the reader may
+    not see carries `redacted_old_record` (realtime.row_policy) instead.
+    """
 
     changes: list[LiveUpdate]
     next_cursor: int
@@ -93,7 +104,7 @@ def changes_after(
     rows = LiveUpdate.objects.filter(tenant_id=reader.tenant_id).order_by("pk")
     if tables is not None:
         rows = rows.filter(table__in=sorted(tables))
-    visible = _visibility(reader, binding)
+    as_seen = _as_seen(reader, binding)
     budget = max_scan or settings.HERALD_CATCH_UP_MAX_SCAN
     found: list[LiveUpdate] = []
     cursor = after
@@ -102,8 +113,8 @@ def changes_after(
         page = list(rows.filter(pk__gt=cursor)[:want])
         for index, update in enumerate(page):
             cursor = update.pk
-            if visible(update):
-                found.append(update)
+            if (seen := as_seen(update)) is not None:
+                found.append(seen)
                 if len(found) == limit:
                     more = index + 1 < len(page) or rows.filter(pk__gt=cursor).exists()
                     return ChangePage(found, cursor, more)
@@ -113,12 +124,13 @@ def changes_after(
     return ChangePage(found, cursor, rows.filter(pk__gt=cursor).exists())
 
 
-def _visibility(
+def _as_seen(
     reader: Reader, binding: Binding | None
-) -> Callable[[LiveUpdate], bool]:
+) -> Callable[[LiveUpdate], LiveUpdate | None]:
+    """A change as the reader sees it, or None when it may not see it at all."""
     policies: dict[str, dict[str, Rules]] = {}
 
-    def visible(update: LiveUpdate) -> bool:
+    def seen(update: LiveUpdate) -> LiveUpdate | None:
         if binding is not None and not binding_matches(
             binding,
             table=update.table,
@@ -126,23 +138,38 @@ def _visibility(
             record=update.record,
             old_record=update.old_record,
         ):
-            return False
+            return None
         if reader.role == SERVICE_ROLE:
-            return True
+            return update
         if update.table not in policies:
             policies[update.table] = row_policy_rules(
                 tenant_id=reader.tenant_id, table=update.table
             )
+        rules = policies[update.table].get(reader.role, [])
         # As the sockets do: a DELETE is judged on the row it removed.
         row = update.old_record if update.type == "DELETE" else update.record
-        return row_visible(
-            role=reader.role,
-            policies=policies[update.table].get(reader.role, []),
-            row=row,
-            claims=reader.claims,
-        )
+        if not row_visible(
+            role=reader.role, policies=rules, row=row, claims=reader.claims
+        ):
+            return None
+        return _old_row_as_seen(update, reader=reader, rules=rules)
 
-    return visible
+    return seen
+
+
+def _old_row_as_seen(update: LiveUpdate, *, reader: Reader, rules: Rules) -> LiveUpdate:
+    """The change, or a copy with its old row cut if the reader may not see it."""
+    if old_row_visible(
+        role=reader.role,
+        policies=rules,
+        change_type=update.type,
+        old_record=update.old_record,
+        claims=reader.claims,
+    ):
+        return update
+    redacted = copy.copy(update)  # never saved: the log row stays whole
+    redacted.old_record = redacted_old_record(update.old_record)
+    return redacted
 
 
 def log_head(*, tenant_id: int) -> int:

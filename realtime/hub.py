@@ -22,7 +22,7 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -62,7 +62,12 @@ from realtime.presence import (
 )
 from realtime.protocol import BROADCAST, POSTGRES_CHANGES, PRESENCE_DIFF, Codec
 from realtime.protocol.binary import encode_user_broadcast
-from realtime.row_policy import relevant_claims, row_visible
+from realtime.row_policy import (
+    old_row_visible,
+    redacted_old_record,
+    relevant_claims,
+    row_visible,
+)
 from realtime.selectors import Rules, row_policy_rules
 from subscriptions.services import subscriptions_flush
 
@@ -186,11 +191,17 @@ class ChangeContext:
     old_record: Any
     row: Any
     policies: dict[str, Rules]
+    data: dict[str, Any]
     data_json: bytes
     commit_timestamp: str
     matches: dict[Binding, bool] = field(default_factory=dict)
-    visible: dict[Any, bool] = field(default_factory=dict)
-    frames: dict[tuple[str, str, tuple[int, ...]], Frame] = field(default_factory=dict)
+    # (role, relevant claim values) → (may see the change, may see its old row)
+    visible: dict[Any, tuple[bool, bool]] = field(default_factory=dict)
+    frames: dict[tuple[str, str, tuple[int, ...], bool], Frame] = field(
+        default_factory=dict
+    )
+    # `data_json` with the old row cut to its id; built for the first who needs it.
+    redacted_json: bytes | None = None
 
     def matching_ids(self, bindings: Iterable[Binding]) -> tuple[int, ...]:
         ids = []
@@ -208,7 +219,8 @@ class ChangeContext:
                 ids.append(binding.id)
         return tuple(ids)
 
-    def may_see(self, principal: Principal) -> bool:
+    def sight(self, principal: Principal) -> tuple[bool, bool]:
+        """Whether `principal` may see the change, and its old row whole."""
         rules = self.policies.get(principal.role, [])
         claims = principal.claims
         try:
@@ -217,26 +229,45 @@ class ChangeContext:
         except TypeError:  # a claim that is a list or an object: not memoisable
             key, seen = None, None
         if seen is None:
-            seen = row_visible(
-                role=principal.role, policies=rules, row=self.row, claims=claims
-            )
+            seen = self._judge(principal.role, rules, claims)
             if key is not None:
                 self.visible[key] = seen
         return seen
 
-    def frame(self, codec: Codec, topic: str, ids: tuple[int, ...]) -> Frame:
-        key = (codec.vsn, topic, ids)
+    def _judge(
+        self, role: str, rules: Rules, claims: Mapping[str, Any]
+    ) -> tuple[bool, bool]:
+        if not row_visible(role=role, policies=rules, row=self.row, claims=claims):
+            return False, False
+        return True, old_row_visible(
+            role=role,
+            policies=rules,
+            change_type=self.change,
+            old_record=self.old_record,
+            claims=claims,
+        )
+
+    def frame(
+        self, codec: Codec, topic: str, ids: tuple[int, ...], *, redacted: bool
+    ) -> Frame:
+        key = (codec.vsn, topic, ids, redacted)
         found = self.frames.get(key)
         if found is None:
-            payload = (
-                b'{"ids":' + orjson.dumps(ids) + b',"data":' + self.data_json + b"}"
-            )
+            data_json = self._redacted_json() if redacted else self.data_json
+            payload = b'{"ids":' + orjson.dumps(ids) + b',"data":' + data_json + b"}"
             found = self.frames[key] = Frame(
                 codec.encode_raw(
                     topic=topic, event=POSTGRES_CHANGES, payload_json=payload
                 )
             )
         return found
+
+    def _redacted_json(self) -> bytes:
+        if self.redacted_json is None:
+            self.redacted_json = orjson.dumps(
+                {**self.data, "old_record": redacted_old_record(self.old_record)}
+            )
+        return self.redacted_json
 
 
 class PolicyCache:
@@ -682,6 +713,7 @@ class Hub:
                     old_record=data.get("old_record"),
                     row=data.get("old_record" if change == "DELETE" else "record"),
                     policies=await self.policies.get(tenant_id, data["table"]),
+                    data=data,
                     data_json=data_json,
                     commit_timestamp=data["commit_timestamp"],
                 )
@@ -705,8 +737,18 @@ class Hub:
         frames = []
         for context in contexts:
             ids = context.matching_ids(audience.bindings)
-            if ids and context.may_see(audience.principal):
-                frames.append(context.frame(audience.codec, audience.topic, ids))
+            if not ids:
+                continue
+            seen, whole_old_row = context.sight(audience.principal)
+            if seen:
+                frames.append(
+                    context.frame(
+                        audience.codec,
+                        audience.topic,
+                        ids,
+                        redacted=not whole_old_row,
+                    )
+                )
         if not frames:
             return 0
         members = audience.members.values()

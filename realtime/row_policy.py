@@ -12,7 +12,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["SERVICE_ROLE", "filter_admitted", "relevant_claims", "row_visible"]
+__all__ = [
+    "SERVICE_ROLE",
+    "filter_admitted",
+    "old_row_visible",
+    "redacted_old_record",
+    "relevant_claims",
+    "row_visible",
+]
 
 SERVICE_ROLE = "service_role"
 
@@ -30,6 +37,40 @@ def row_visible(
     if role == SERVICE_ROLE:
         return True
     return any(_policy_holds(policy, row, claims) for policy in policies)
+
+
+def old_row_visible(
+    *,
+    role: str,
+    policies: Sequence[Sequence[Rule]],
+    change_type: str,
+    old_record: Mapping[str, Any] | None,
+    claims: Mapping[str, Any],
+) -> bool:
+    """Whether a subscriber shown a change may see its `old_record` whole too.
+
+    The change itself was judged on one row: the new one, or for a DELETE the
+    old one. Only an UPDATE carries a second row, which may be another site's
+    (a row moved from site 99 to 42): a site-42 reader gets the change, but the
+    old row only if the policies let it see that row as well. Otherwise it gets
+    `redacted_old_record(old_record)` in its place.
+    """
+    if change_type != "UPDATE" or old_record is None:
+        return True
+    return row_visible(role=role, policies=policies, row=old_record, claims=claims)
+
+
+def redacted_old_record(old_record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What is sent of an old row the reader may not see: `{"id": <id>}`, or `{}`.
+
+    It is what Supabase sends when the old row's columns are not available to
+    the subscriber (no REPLICA IDENTITY FULL, or row level security): the
+    primary key columns only. Herald's records are JSON with no schema, so the
+    `id` key stands for the primary key; a row without one leaves nothing.
+    """
+    if old_record is not None and "id" in old_record:
+        return {"id": old_record["id"]}
+    return {}
 
 
 def filter_admitted(

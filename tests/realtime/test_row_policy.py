@@ -1,6 +1,11 @@
 import pytest
 
-from realtime.row_policy import relevant_claims, row_visible
+from realtime.row_policy import (
+    old_row_visible,
+    redacted_old_record,
+    relevant_claims,
+    row_visible,
+)
 
 SITE = [[("site_id", "site_id")]]
 
@@ -110,3 +115,34 @@ def test_claims_outside_relevant_ones_do_not_change_visibility():
     row = {"site_id": 1}
     base = {"site_id": "1"}
     assert visible(SITE, row, base) == visible(SITE, row, {**base, "sub": "anyone"})
+
+
+def old_visible(change_type, old_record, claims, role="authenticated") -> bool:
+    return old_row_visible(
+        role=role,
+        policies=SITE,
+        change_type=change_type,
+        old_record=old_record,
+        claims=claims,
+    )
+
+
+def test_an_updates_old_row_is_judged_on_its_own():
+    moved = {"id": 1, "site_id": 99, "title": "secret"}
+    assert not old_visible("UPDATE", moved, {"site_id": 42})
+    assert old_visible("UPDATE", moved, {"site_id": "99"})
+    assert old_visible("UPDATE", moved, {"site_id": 42}, role="service_role")
+    assert old_visible("UPDATE", None, {"site_id": 42})  # nothing to hide
+
+
+def test_an_insert_or_delete_has_no_second_row_to_judge():
+    # A DELETE is judged on its old row, as the change itself.
+    assert old_visible("DELETE", {"id": 1, "site_id": 99}, {"site_id": 42})
+    assert old_visible("INSERT", None, {"site_id": 42})
+
+
+def test_a_hidden_old_row_keeps_only_its_id():
+    assert redacted_old_record({"id": 7, "site_id": 99, "title": "x"}) == {"id": 7}
+    assert redacted_old_record({"id": None, "title": "x"}) == {"id": None}
+    assert redacted_old_record({"site_id": 99, "title": "x"}) == {}
+    assert redacted_old_record(None) == {}

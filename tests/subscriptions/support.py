@@ -40,6 +40,25 @@ def publish(creds: Any, table: str, type: str = "INSERT", **record: Any) -> int:
     return live_updates_record(tenant=creds.tenant, changes=[change])[0].pk
 
 
+# A response moved from supplier s-2 to s-1, and one that stayed with s-1.
+MOVED_OLD = {"id": 1, "supplier_id": "s-2", "note": "secret"}
+KEPT_OLD = {"id": 2, "supplier_id": "s-1", "note": "old"}
+
+
+def publish_updates(creds: Any) -> list[int]:
+    """UPDATEs of form_responses to s-1 rows: MOVED_OLD's, then KEPT_OLD's."""
+    changes = [
+        ChangeInput(
+            table="form_responses",
+            type="UPDATE",
+            record={**old, "supplier_id": "s-1", "note": "new"},
+            old_record=old,
+        )
+        for old in (MOVED_OLD, KEPT_OLD)
+    ]
+    return [c.pk for c in live_updates_record(tenant=creds.tenant, changes=changes)]
+
+
 def supplier_token(creds: Any, supplier: str, sub: str = "user-1") -> str:
     return token_mint(
         tenant=creds.tenant,

@@ -10,8 +10,11 @@ from realtime.auth import token_mint
 from realtime.models import Tenant
 from subscriptions.models import DurableSubscription
 from tests.subscriptions.support import (
+    KEPT_OLD,
+    MOVED_OLD,
     SECRET,
     publish,
+    publish_updates,
     subscribe,
     supplier_token,
 )
@@ -99,6 +102,31 @@ def test_polling_returns_the_matching_changes_in_order_and_moves_on(
     row = DurableSubscription.objects.get(pk=sub_id)
     assert row.delivered_count == 3  # re-reading does not count twice
     assert row.cursor >= wanted[-1]
+
+
+def test_polling_shows_an_updates_old_row_only_to_who_may_see_it(api, form_responses):
+    """s-1 gets a response moved from s-2 with the old row cut to its id, s-2
+    gets nothing of it, the secret key gets the old row whole."""
+    tenant = form_responses
+    every = {"channels": [{"table": "form_responses"}]}
+    s1, s2 = supplier_token(tenant, "s-1"), supplier_token(tenant, "s-2", "user-2")
+    mine = subscribe(api, tenant, FORM, token=s1).json()["subscriptions"][0]["id"]
+    theirs = subscribe(api, tenant, every, token=s2).json()["subscriptions"][0]["id"]
+    service = subscribe(api, tenant, every).json()["subscriptions"][0]["id"]
+    moved, kept = publish_updates(tenant)
+
+    polled = poll(api, tenant, s1, mine)
+    assert b"secret" not in polled.content
+    assert [(c["seq"], c["old_record"]) for c in polled.json()["changes"]] == [
+        (moved, {"id": 1}),
+        (kept, KEPT_OLD),
+    ]
+    assert poll(api, tenant, s2, theirs).json()["changes"] == []
+    as_service = api.get(
+        f"/api/realtime/subscriptions/{service}/changes",
+        HTTP_APIKEY=tenant.secret_key,
+    ).json()
+    assert [c["old_record"] for c in as_service["changes"]] == [MOVED_OLD, KEPT_OLD]
 
 
 def test_pages_of_a_subscription(api, form_responses):

@@ -14,9 +14,12 @@ from django.contrib.auth.models import User
 from subscriptions.models import DurableSubscription
 from tests.server import ROOT
 from tests.subscriptions.support import (
+    KEPT_OLD,
+    MOVED_OLD,
     SECRET,
     form_channel,
     publish,
+    publish_updates,
     run_worker,
     run_worker_until,
     subscribe,
@@ -84,6 +87,45 @@ def test_changes_arrive_in_order_signed_and_identified(
     ]
     row = DurableSubscription.objects.get(pk=sub["id"])
     assert row.delivered_count == 3 and row.cursor >= wanted[-1]
+
+
+def test_a_webhook_gets_an_updates_old_row_only_if_its_subscriber_may_see_it(
+    api, form_responses, receiver, webhook_settings
+):
+    """s-1's receiver gets a response moved from s-2 with the old row cut to
+    its id; s-2's gets nothing of it; the secret key's gets the old row whole."""
+    tenant = form_responses
+    hooks = {who: receiver() for who in ("s-1", "s-2", "service")}
+    webhook_subscribe(api, tenant, hooks["s-1"].url)
+    for who, token in [
+        ("s-2", supplier_token(tenant, "s-2", "user-2")),
+        ("service", None),
+    ]:
+        body = {
+            "channels": [{"table": "form_responses"}],
+            "webhook": {"url": hooks[who].url, "secret": SECRET},
+        }
+        assert subscribe(api, tenant, body, token=token).status_code == 200
+    moved, kept = publish_updates(tenant)
+    marker = publish(tenant, "form_responses", id=3, supplier_id="s-2")
+
+    run_worker_until(
+        lambda: (
+            len(hooks["s-1"].received) >= 2
+            and len(hooks["s-2"].received) >= 1
+            and len(hooks["service"].received) >= 3
+        )
+    )
+
+    assert not any(b"secret" in d.body for d in hooks["s-1"].received)
+    changes = [d.json["change"] for d in hooks["s-1"].received]
+    assert [(c["seq"], c["old_record"]) for c in changes] == [
+        (moved, {"id": 1}),
+        (kept, KEPT_OLD),
+    ]
+    assert hooks["s-2"].seqs == [marker]  # the UPDATEs were to s-1 rows
+    changes = [d.json["change"] for d in hooks["service"].received]
+    assert [c.get("old_record") for c in changes] == [MOVED_OLD, KEPT_OLD, None]
 
 
 def test_a_receiver_failing_three_times_gets_every_change_once_it_recovers(

@@ -139,6 +139,43 @@ def test_other_tenants_rows_never_appear(api, make_tenant):
     assert [c["seq"] for c in as_service["changes"]] == [own]
 
 
+def test_an_update_shows_its_old_row_only_to_who_may_see_it(api, site_policies):
+    """A row moved from site 99 to site 42: site 42 gets the change with the
+    old row cut to its id (what Supabase sends of an old row it may not show),
+    site 99 gets nothing, the secret key gets it whole."""
+    tenant = site_policies
+    moved_old = {"id": 1, "site_id": 99, "title": "secret"}
+    kept_old = {"id": 2, "site_id": 42, "title": "old"}
+    moved, kept = live_updates_record(
+        tenant=tenant.tenant,
+        changes=[
+            ChangeInput(
+                table="orders",
+                type="UPDATE",
+                record={"id": 1, "site_id": 42, "title": "new"},
+                old_record=moved_old,
+            ),
+            ChangeInput(
+                table="orders",
+                type="UPDATE",
+                record={"id": 2, "site_id": 42, "title": "new"},
+                old_record=kept_old,
+            ),
+        ],
+    )
+
+    site_42 = catch_up(api, tenant, user(tenant, 42))
+    assert b"secret" not in site_42.content
+    assert [(c["seq"], c["old_record"]) for c in site_42.json()["changes"]] == [
+        (moved.pk, {"id": 1}),
+        (kept.pk, kept_old),
+    ]
+    assert site_42.json()["changes"][0]["record"]["title"] == "new"
+    assert catch_up(api, tenant, user(tenant, 99)).json()["changes"] == []
+    service = api.get("/api/live-updates", HTTP_APIKEY=tenant.secret_key).json()
+    assert [c["old_record"] for c in service["changes"]] == [moved_old, kept_old]
+
+
 def test_a_token_of_another_tenant_is_refused(api, make_tenant):
     mine, theirs = make_tenant("Mine"), make_tenant("Theirs")
     response = catch_up(api, mine, user(theirs, 1))
