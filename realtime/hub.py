@@ -200,6 +200,8 @@ class ChangeContext:
     frames: dict[tuple[str, str, tuple[int, ...], bool], Frame] = field(
         default_factory=dict
     )
+    # role → the claim names its policies read
+    claim_names: dict[str, frozenset[str]] = field(default_factory=dict)
     # `data_json` with the old row cut to its id; built for the first who needs it.
     redacted_json: bytes | None = None
 
@@ -221,15 +223,18 @@ class ChangeContext:
 
     def sight(self, principal: Principal) -> tuple[bool, bool]:
         """Whether `principal` may see the change, and its old row whole."""
-        rules = self.policies.get(principal.role, [])
-        claims = principal.claims
+        role, claims = principal.role, principal.claims
+        rules = self.policies.get(role, [])
+        relevant = self.claim_names.get(role)
+        if relevant is None:  # once per role and change, not per audience
+            relevant = self.claim_names[role] = relevant_claims(rules)
         try:
-            key = (principal.role, *(claims.get(c) for c in relevant_claims(rules)))
+            key = (role, *(claims.get(c) for c in relevant))
             seen = self.visible.get(key)
         except TypeError:  # a claim that is a list or an object: not memoisable
             key, seen = None, None
         if seen is None:
-            seen = self._judge(principal.role, rules, claims)
+            seen = self._judge(role, rules, claims)
             if key is not None:
                 self.visible[key] = seen
         return seen
