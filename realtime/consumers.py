@@ -21,6 +21,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from audit.models import EventType
 from realtime import errors, metrics
 from realtime.auth import Principal, principal_shared
+from realtime.batched import batched
 from realtime.bindings import join_reply_entries, parse_bindings
 from realtime.bounds import (
     MAX_BINDINGS_PER_JOIN,
@@ -56,14 +57,14 @@ from realtime.protocol import (
 )
 from realtime.selectors import channel_rules
 from realtime.services.sockets import (
-    connection_close,
-    connection_open,
+    connections_close,
+    connections_open,
     join_principal,
     refusal_event,
     refusal_record,
 )
 from realtime.topics import TopicsMixin
-from subscriptions.services import subscription_close, subscription_open
+from subscriptions.services import subscriptions_close, subscriptions_open
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ async def released(what: str, step: Awaitable[Any]) -> None:
     after it still run (a slot, a row, a membership are each released)."""
     try:
         await step
+    except errors.DatabaseUnavailable:
+        # The row stays active until the worker's sweep closes it.
+        logger.warning("Could not write the release of %s: database down", what)
     except Exception:
         logger.exception("Could not release %s", what)
 
@@ -137,10 +141,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             return
         try:
             self.principal = principal_shared(
-                await in_db(
-                    connection_open,
-                    apikey=query_param(self.scope, "apikey"),
-                    ip=self.ip,
+                await batched(connections_open)(
+                    apikey=query_param(self.scope, "apikey"), ip=self.ip
                 )
             )
         except errors.HeraldError as exc:
@@ -192,8 +194,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await self.release_connection()
             await released(
                 "the disconnect row",
-                best_effort(
-                    connection_close, principal=self.principal, ip=self.ip, code=code
+                batched(connections_close)(
+                    principal=self.principal, ip=self.ip, code=code
                 ),
             )
 
@@ -424,8 +426,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         await hub().join_room(channel.room, channel.member_of_topic)
         entries = join_reply_entries(bindings)
         try:
-            channel.subscription_id = await in_db(
-                subscription_open,
+            channel.subscription_id = await batched(subscriptions_open)(
                 principal=channel.principal,
                 topic=channel.topic,
                 bindings=entries,
@@ -493,8 +494,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         if channel.subscription_id:
             await released(
                 "a subscription row",
-                best_effort(
-                    subscription_close,
+                batched(subscriptions_close)(
                     subscription_id=channel.subscription_id,
                     delivered=unflushed,
                     principal=channel.principal,

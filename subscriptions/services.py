@@ -16,8 +16,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.models import EventType
-from audit.services import activity_record
+from audit.models import ActivityLog, EventType
+from audit.services import activity_entry, activity_record
 from realtime.auth import Principal
 from subscriptions.models import Subscription
 
@@ -34,29 +34,67 @@ def subscription_open(
     ip: str | None = None,
 ) -> int:
     """Record a joined channel and its `join` activity; returns its id."""
+    item = {
+        "principal": principal,
+        "topic": topic,
+        "bindings": bindings,
+        "private": private,
+        "node": node,
+        "connection": connection,
+        "join_ref": join_ref,
+        "ip": ip,
+    }
+    return subscriptions_open(items=[item])[0]
+
+
+def subscriptions_open(*, items: Sequence[Mapping[str, Any]]) -> list[int]:
+    """`subscription_open` for many joins, in one transaction; their ids.
+
+    The consumers' joins come here in batches (realtime/batched.py): one
+    commit for a whole reconnect storm's worth of rows.
+    """
     with transaction.atomic():
-        subscription = Subscription.objects.create(
-            tenant=principal.tenant,
-            topic=topic[:255],
-            role=principal.role[:63],
-            sub=principal.sub[:255],
-            bindings=[binding_summary(b) for b in bindings],
-            tables=" ".join(sorted({str(b.get("table") or "*") for b in bindings}))[
-                :255
-            ],
-            private=private,
-            node=node,
-            connection=connection,
-            join_ref=(join_ref or "")[:64],
+        rows = Subscription.objects.bulk_create(
+            [_subscription_row(**item) for item in items]
         )
-        activity_record(
-            event_type=EventType.JOIN,
-            principal=principal,
-            target=topic,
-            ip=ip,
-            details={"subscription": subscription.pk, "private": private},
+        ActivityLog.objects.bulk_create(
+            [
+                activity_entry(
+                    event_type=EventType.JOIN,
+                    principal=item["principal"],
+                    target=item["topic"],
+                    ip=item.get("ip"),
+                    details={"subscription": row.pk, "private": item["private"]},
+                )
+                for item, row in zip(items, rows, strict=True)
+            ]
         )
-    return subscription.pk
+    return [row.pk for row in rows]
+
+
+def _subscription_row(
+    *,
+    principal: Principal,
+    topic: str,
+    bindings: Sequence[dict[str, Any]],
+    private: bool,
+    node: str,
+    connection: str,
+    join_ref: str | None,
+    ip: str | None = None,
+) -> Subscription:
+    return Subscription(
+        tenant=principal.tenant,
+        topic=topic[:255],
+        role=principal.role[:63],
+        sub=principal.sub[:255],
+        bindings=[binding_summary(b) for b in bindings],
+        tables=" ".join(sorted({str(b.get("table") or "*") for b in bindings}))[:255],
+        private=private,
+        node=node,
+        connection=connection,
+        join_ref=(join_ref or "")[:64],
+    )
 
 
 # What a subscription row keeps of a binding, each text cut to this length:
@@ -85,28 +123,50 @@ def subscription_close(
     ip: str | None = None,
 ) -> None:
     """Close a subscription, adding what was delivered since the last flush."""
+    item = {
+        "subscription_id": subscription_id,
+        "delivered": delivered,
+        "principal": principal,
+        "ip": ip,
+    }
+    subscriptions_close(items=[item])
+
+
+def subscriptions_close(*, items: Sequence[Mapping[str, Any]]) -> list[None]:
+    """`subscription_close` for many, in one transaction (a disconnect storm)."""
     now = timezone.now()
+    left = []
     with transaction.atomic():
-        closed = Subscription.objects.filter(
-            pk=subscription_id, state=Subscription.State.ACTIVE
-        ).update(
-            state=Subscription.State.CLOSED,
-            closed_at=now,
-            last_seen_at=now,
-            delivered_count=F("delivered_count") + delivered,
-            last_delivered_at=now if delivered else F("last_delivered_at"),
+        for item in items:
+            closed = Subscription.objects.filter(
+                pk=item["subscription_id"], state=Subscription.State.ACTIVE
+            ).update(
+                state=Subscription.State.CLOSED,
+                closed_at=now,
+                last_seen_at=now,
+                delivered_count=F("delivered_count") + item["delivered"],
+                last_delivered_at=now if item["delivered"] else F("last_delivered_at"),
+            )
+            if closed:
+                left.append(item)
+        topics = dict(
+            Subscription.objects.filter(
+                pk__in=[item["subscription_id"] for item in left]
+            ).values_list("pk", "topic")
         )
-        if closed:
-            topic = Subscription.objects.values_list("topic", flat=True).get(
-                pk=subscription_id
-            )
-            activity_record(
-                event_type=EventType.LEAVE,
-                principal=principal,
-                target=topic,
-                ip=ip,
-                details={"subscription": subscription_id},
-            )
+        ActivityLog.objects.bulk_create(
+            [
+                activity_entry(
+                    event_type=EventType.LEAVE,
+                    principal=item["principal"],
+                    target=topics[item["subscription_id"]],
+                    ip=item.get("ip"),
+                    details={"subscription": item["subscription_id"]},
+                )
+                for item in left
+            ]
+        )
+    return [None] * len(items)
 
 
 def subscriptions_flush(*, seen: Collection[int], delivered: Mapping[int, int]) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from audit.models import EventType
-from audit.services import activity_record
+from audit.models import ActivityLog, EventType
+from audit.services import activity_entry, activity_record
 from realtime import errors
 from realtime.auth import Principal, principal_for_tenant, principal_from_apikey
 from realtime.models import Tenant
@@ -80,13 +82,48 @@ def connection_open(*, apikey: str | None, ip: str | None) -> Principal:
     return principal
 
 
-def connection_close(*, principal: Principal, ip: str | None, code: int) -> None:
-    activity_record(
-        event_type=EventType.DISCONNECT,
-        principal=principal,
-        ip=ip,
-        details={"code": code},
+def connections_open(*, items: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """`connection_open` for many sockets at once: each one's principal, or
+    the error refusing it; the connect rows in one transaction."""
+    results: list[Any] = []
+    for item in items:
+        try:
+            results.append(principal_from_apikey(item["apikey"]))
+        except errors.HeraldError as exc:
+            refusal_record(
+                event_type=refusal_event(exc), reason=exc.message, ip=item["ip"]
+            )
+            results.append(exc)
+    ActivityLog.objects.bulk_create(
+        [
+            activity_entry(
+                event_type=EventType.CONNECT, principal=result, ip=item["ip"]
+            )
+            for item, result in zip(items, results, strict=True)
+            if isinstance(result, Principal)
+        ]
     )
+    return results
+
+
+def connection_close(*, principal: Principal, ip: str | None, code: int) -> None:
+    connections_close(items=[{"principal": principal, "ip": ip, "code": code}])
+
+
+def connections_close(*, items: Sequence[Mapping[str, Any]]) -> list[None]:
+    """The disconnect rows of many sockets, in one statement."""
+    ActivityLog.objects.bulk_create(
+        [
+            activity_entry(
+                event_type=EventType.DISCONNECT,
+                principal=item["principal"],
+                ip=item["ip"],
+                details={"code": item["code"]},
+            )
+            for item in items
+        ]
+    )
+    return [None] * len(items)
 
 
 def join_principal(

@@ -180,7 +180,7 @@ def test_a_missing_required_filter_is_refused(api, form_responses):
         ({"channels": []}, 400, "channels: "),
         ({"channels": [{"table": "a.b"}]}, 400, "is not a plain identifier"),
         (
-            {"channels": [{"table": "orders", "filter": "id=like.1"}]},
+            {"channels": [{"table": "orders", "filter": "id=regex.1"}]},
             400,
             "Error parsing `filter` params",
         ),
