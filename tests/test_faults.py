@@ -244,6 +244,7 @@ def test_the_first_publish_after_redis_restarts_reaches_live_sockets(
     change = ws.changes(1, timeout=5)[0]
     assert change["payload"]["data"]["record"] == {"id": 2}
     assert ws.quiet(lambda f: f["event"] == "postgres_changes"), "delivered twice"
+    assert "Traceback" not in server.log_path.read_text()[since:]
     ws.close()
 
 
@@ -265,5 +266,6 @@ def test_joins_right_after_redis_restarts_are_answered_and_keep_their_socket(
             assert reply["response"]["reason"], reply
     assert all(heartbeat_answered(ws) for ws in clients), "a socket was lost"
     assert [r["status"] for r in replies].count("ok") == len(clients), replies
+    assert "Traceback" not in server.log_path.read_text()[since:]
     for ws in clients:
         ws.close()
