@@ -451,8 +451,8 @@ class Hub:
             return
         try:
             await layer().group_discard(group, self.channel)
-        except RedisError:
-            logger.warning("Hub %s could not leave %s", self.node, group, exc_info=True)
+        except RedisError as exc:
+            logger.warning("Hub %s could not leave %s: %s", self.node, group, exc)
 
     async def replace_principal(self, member: Member, principal: Principal) -> None:
         """A refreshed token: the member moves to the audience of its new claims."""

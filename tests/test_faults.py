@@ -269,3 +269,32 @@ def test_joins_right_after_redis_restarts_are_answered_and_keep_their_socket(
     assert "Traceback" not in server.log_path.read_text()[since:]
     for ws in clients:
         ws.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_join_while_redis_is_down_is_refused_and_the_socket_holds_nothing(
+    tenant, start_server, own_redis
+):
+    server = start_server(REDIS_URL=own_redis.url)
+    ws = Socket(server.ws_url, tenant.secret_key)
+    assert ws.join("before", bindings=ORDERS)["payload"]["status"] == "ok"
+
+    since = len(server.log_path.read_text())
+    own_redis.stop()
+    refused = ws.join("during", bindings=ORDERS)["payload"]
+    assert refused == {
+        "status": "error",
+        "response": {
+            "reason": "RealtimeNodeDisconnected: "
+            "Realtime could not reach its other nodes; join again shortly"
+        },
+    }
+    assert heartbeat_answered(ws), "the socket must stay usable"
+    own_redis.start()
+    restored(server, since)
+    # Nothing of the refused join was kept: joining it again is a fresh join.
+    assert ws.join("during", bindings=ORDERS)["payload"]["status"] == "ok"
+    assert publish(server, tenant.secret_key, 1).status_code == 201
+    assert {c["topic"] for c in ws.changes(2)} == {"realtime:before", "realtime:during"}
+    assert "Traceback" not in server.log_path.read_text()[since:]
+    ws.close()
