@@ -249,6 +249,29 @@ def test_the_first_publish_after_redis_restarts_reaches_live_sockets(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_publish_while_redis_restarts_is_sent_once_it_is_back(
+    tenant, start_server, own_redis
+):
+    server = start_server(REDIS_URL=own_redis.url)
+    ws = Socket(server.ws_url, tenant.secret_key)
+    ws.join("shop", bindings=ORDERS)
+    assert publish(server, tenant.secret_key, 1).status_code == 201
+    assert ws.changes(1)[0]["payload"]["data"]["record"] == {"id": 1}
+
+    since = len(server.log_path.read_text())
+    own_redis.stop()
+    back = threading.Timer(0.3, own_redis.start)  # a quick restart
+    back.start()
+    assert publish(server, tenant.secret_key, 2).status_code == 201
+    back.join()
+    change = ws.changes(1, timeout=5)[0]
+    assert change["payload"]["data"]["record"] == {"id": 2}
+    assert ws.quiet(lambda f: f["event"] == "postgres_changes"), "delivered twice"
+    assert "Traceback" not in server.log_path.read_text()[since:]
+    ws.close()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_joins_right_after_redis_restarts_are_answered_and_keep_their_socket(
     tenant, start_server, own_redis
 ):
