@@ -7,9 +7,11 @@ switches the channel layer, the cache and the shared counters to Redis.
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.management.utils import get_random_secret_key
+from redis.maint_notifications import MaintNotificationsConfig
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -130,6 +132,24 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 # channels-redis 4.3. Size the pool explicitly.
 REDIS_POOL_SIZE = env_int("HERALD_REDIS_POOL_SIZE", 1000)
 
+
+# What every Redis pool of a process is made with: the channel layer's, the
+# shared counters' and presence's (realtime.presence.redis_client), the cache's.
+REDIS_POOL_OPTIONS: dict[str, Any] = {
+    "max_connections": REDIS_POOL_SIZE,
+    # redis-py 8 speaks RESP3 and turns maintenance notifications on for it
+    # ("auto"); while they are on, a pool no longer checks that a connection
+    # it hands out is still open (a pending notification would look like
+    # unread data). After a Redis restart every idle pooled connection then
+    # failed its next command with "Connection closed by server": the first
+    # publish's live send, a join's group_add, the hub's restore. Those
+    # notifications come only from Redis Enterprise and Redis Cloud during
+    # their maintenance; without them a closed connection is replaced
+    # before anything is sent on it, so nothing needs resending.
+    "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+}
+
+
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -138,7 +158,7 @@ if REDIS_URL:
                 "hosts": [
                     {
                         "address": REDIS_URL,
-                        "max_connections": REDIS_POOL_SIZE,
+                        **REDIS_POOL_OPTIONS,
                         # redis-py 8 times sockets out after 5 s by default, the
                         # same 5 s channels-redis blocks for in BZPOPMIN: an idle
                         # receive then fails now and then. Read longer than that.
@@ -157,7 +177,7 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "herald",
-            "OPTIONS": {"max_connections": REDIS_POOL_SIZE},
+            "OPTIONS": REDIS_POOL_OPTIONS,
         }
     }
 else:

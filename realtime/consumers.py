@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from redis.exceptions import RedisError
 
 from audit.models import EventType
 from realtime import errors, metrics
@@ -358,7 +359,16 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             )
             await self.reply(message, "error", {"reason": exc.reason})
             return
-        await self._start(channel, message)
+        try:
+            await self._start(channel, message)
+        except RedisError as exc:  # Redis down, not restarting: refused, held nothing
+            logger.warning("Join of %s failed, Redis unavailable: %s", topic, exc)
+            reason = errors.LayerUnavailable().reason
+            if channel.subscription_id:  # opened, so answered "ok" already
+                await self.shut(channel, reason)
+                return
+            await self._forget(channel)
+            await self.reply(message, "error", {"reason": reason})
 
     async def _authorize_join(self, message: Message) -> JoinedChannel:
         token = join_token(message.payload)

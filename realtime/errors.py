@@ -105,6 +105,14 @@ class DatabaseUnavailable(ServiceUnavailable):
     default_message = "Realtime was unable to connect to the project database"
 
 
+class LayerUnavailable(ServiceUnavailable):
+    """Redis (the channel layer, presence) failed: a join cannot be made."""
+
+    code = "layer_unavailable"
+    reason_code = "RealtimeNodeDisconnected"
+    default_message = "Realtime could not reach its other nodes; join again shortly"
+
+
 class NotFound(HeraldError):
     status_code = 404
     code = "not_found"

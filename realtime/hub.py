@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import orjson
 from channels.db import database_sync_to_async
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -102,6 +103,11 @@ LEDGER_FLUSH = 15.0
 MAX_CHANGES_PER_WRITE = 500
 # Sockets opened or closed before freed heap is given back to the OS.
 TRIM_AFTER_CHURN = 200
+# After losing Redis, the hub listens again after this pause, doubled up to
+# 1 s while Redis stays away: a restarted Redis has forgotten the memberships,
+# and what is published to it before the hub puts them back reaches no socket
+# live (only catch-up), so the hub comes back quickly.
+RECONNECT_PAUSE = 0.1
 
 
 @dataclass(eq=False, slots=True)
@@ -445,8 +451,8 @@ class Hub:
             return
         try:
             await layer().group_discard(group, self.channel)
-        except RedisError:
-            logger.warning("Hub %s could not leave %s", self.node, group, exc_info=True)
+        except RedisError as exc:
+            logger.warning("Hub %s could not leave %s: %s", self.node, group, exc)
 
     async def replace_principal(self, member: Member, principal: Principal) -> None:
         """A refreshed token: the member moves to the audience of its new claims."""
@@ -456,6 +462,7 @@ class Hub:
 
     async def _receive_loop(self) -> None:
         assert self.channel is not None
+        pause = RECONNECT_PAUSE
         while True:
             try:
                 messages = await receive_many(layer(), self.channel)
@@ -463,12 +470,20 @@ class Hub:
                 raise
             except RedisTimeoutError:
                 continue  # an idle wait ran out: simply listen again
+            except RedisConnectionError as exc:
+                # Redis went away (restarting): expected, so no traceback.
+                logger.warning("Hub %s lost Redis (%s); retrying", self.node, exc)
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 1.0)
+                await self._check_restart()
+                continue
             except Exception:
                 # The layer is down (Redis restarting): wait, then listen again.
                 logger.exception("Hub %s could not receive; retrying", self.node)
                 await asyncio.sleep(1)
                 await self._check_restart()
                 continue
+            pause = RECONNECT_PAUSE
             try:
                 await self.dispatch_all(messages)
             except Exception:  # each message's failure is handled inside
@@ -543,6 +558,8 @@ class Hub:
                 for group, room in list(self.rooms.items()):
                     if any(m.presence_enabled for m in room.values()):
                         await self._sweep(group, next(iter(room.values())).topic)
+            except RedisConnectionError as exc:
+                logger.warning("Hub %s could not sweep presence: %s", self.node, exc)
             except Exception:
                 logger.exception("Hub %s could not sweep presence", self.node)
 
@@ -553,6 +570,8 @@ class Hub:
             if self._server_id is not None and server_id != self._server_id:
                 await self.restore()
             self._server_id = server_id
+        except RedisConnectionError as exc:
+            logger.warning("Hub %s could not check Redis: %s", self.node, exc)
         except Exception:
             logger.exception("Hub %s could not check Redis", self.node)
 

@@ -24,6 +24,7 @@ import orjson
 from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
 from channels_redis.core import RedisChannelLayer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 if TYPE_CHECKING:
     from realtime.models import LiveUpdate
@@ -42,6 +43,10 @@ RECEIVE_BATCH = 100
 # Every process listens here for orders about its sockets (revoked keys,
 # suspended tenants, admin disconnects).
 CONTROL_GROUP = "herald.control"
+# A publish Redis refused (restarting) is sent once more after this pause: by
+# then a quick restart is over and the hubs have put their memberships back
+# (realtime.hub.RECONNECT_PAUSE), so the change still reaches sockets live.
+SEND_RETRY_PAUSE = 1.0
 
 
 def layer() -> BaseChannelLayer:
@@ -284,7 +289,15 @@ def changes_send(updates: Sequence[LiveUpdate]) -> None:
 async def _changes_send(messages: list[dict[str, Any]]) -> None:
     channel_layer = layer()
     if isinstance(channel_layer, RedisChannelLayer) and channel_layer.ring_size == 1:
-        await group_send_all(channel_layer, messages)
+        # One token for both tries: a first try that reached Redis before its
+        # connection failed makes the second a no-op (no change sent twice).
+        token = uuid.uuid4().hex
+        try:
+            await group_send_all(channel_layer, messages, token=token)
+        except RedisConnectionError as exc:
+            logger.warning("Changes not sent (%s); trying once more", exc)
+            await asyncio.sleep(SEND_RETRY_PAUSE)
+            await group_send_all(channel_layer, messages, token=token)
         return
     for message in messages:
         await channel_layer.group_send(message["stream"], message)
@@ -301,9 +314,14 @@ return members
 """
 # Round trip 2: channels-redis's group_send script, for every message at once;
 # expired messages dropped first, as its sender does in a pipeline of its own.
+# The last key is the send's token: a send whose token is there already was
+# done (a retry after a lost reply) and is not done again.
 _SEND_SCRIPT = """
-local n = #KEYS
+local n = #KEYS - 1
 local expiry, cutoff = ARGV[3 * n + 1], ARGV[3 * n + 2]
+if not redis.call('SET', KEYS[n + 1], 1, 'NX', 'EX', expiry) then
+    return -1
+end
 local over_capacity = 0
 for i = 1, n do
     redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, cutoff)
@@ -319,7 +337,7 @@ return over_capacity
 
 
 async def group_send_all(
-    channel_layer: RedisChannelLayer, messages: list[dict[str, Any]]
+    channel_layer: RedisChannelLayer, messages: list[dict[str, Any]], *, token: str
 ) -> None:
     """`group_send` for several messages, each to the group named by its
     `stream`, in two Redis round trips in all (channels-redis takes four per
@@ -328,7 +346,8 @@ async def group_send_all(
     What lands in each channel is what `group_send` would put there (the same
     serialized message, capacity and expiry), so any channels-redis receiver
     reads it; copies for one channel keep the messages' order. One Redis server
-    only: the caller falls back to `group_send` for a sharded layer.
+    only: the caller falls back to `group_send` for a sharded layer. A token
+    queues copies once: a second call with it sends nothing.
     """
     connection = channel_layer.connection(0)
     now = time.time()
@@ -362,13 +381,16 @@ async def group_send_all(
         return
     over = await connection.eval(
         _SEND_SCRIPT,
-        len(keys),
+        len(keys) + 1,
         *keys,
+        f"{channel_layer.prefix}herald.sent.{token}",
         *payloads,
         *capacities,
         *scores,
         channel_layer.expiry,
         int(now) - int(channel_layer.expiry),
     )
-    if over:
+    if over == -1:
+        logger.info("Changes of send %s were queued already", token)
+    elif over:
         logger.info("%s of %s copies over capacity", over, len(keys))

@@ -9,11 +9,16 @@ one process counts in memory.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
 from realtime.presence import living_nodes
+
+logger = logging.getLogger(__name__)
 
 
 class Counters(Protocol):
@@ -113,11 +118,21 @@ class RedisCounters:
             await pipe.execute()
 
     async def hit(self, key: str, limit: int) -> bool:
+        """Count one event in this second's window; within the limit?
+
+        A Redis that cannot count lets the event through, as the REST limits
+        do (RATELIMIT_FAIL_OPEN): a join or a presence event must not fail
+        for want of a counter.
+        """
         name = f"herald:rate:{key}:{_window()}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(name)
-            pipe.expire(name, 2)
-            count, _ = await pipe.execute()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, 2)
+                count, _ = await pipe.execute()
+        except RedisError as exc:
+            logger.warning("Rate %s not counted, Redis unavailable: %s", key, exc)
+            return True
         return int(count) <= limit
 
 

@@ -153,9 +153,8 @@ def redis_client() -> Any:
         return None
     import redis.asyncio as redis
 
-    return redis.Redis.from_url(
-        settings.REDIS_URL, max_connections=settings.REDIS_POOL_SIZE
-    )
+    options: dict[str, Any] = settings.REDIS_POOL_OPTIONS
+    return redis.Redis.from_url(settings.REDIS_URL, **options)
 
 
 def presence_store(redis: Any) -> PresenceStore:

@@ -203,3 +203,121 @@ def test_clients_of_a_killed_process_end_with_every_change_through_catch_up(
         assert sorted(set(ended_with)) == sorted(published), "a change was lost"
         assert len(set(seen)) == len(seen), "a change was delivered twice live"
         ws.close()
+
+
+def restored(server, since, timeout=RESUME_BOUND):
+    """Wait for the server's hub to put its memberships back; seconds it took."""
+    started, deadline = time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.log_path.read_text()[since:].count("restored its state"):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"the hub did not restore its state within {timeout}s")
+
+
+def join_all(clients, topic):
+    """Every socket asks to join at once (concurrent joins on the server)."""
+    refs = []
+    for n, ws in enumerate(clients):
+        ref = str(next(ws.refs))
+        payload = {"config": {"postgres_changes": ORDERS, "private": False}}
+        ws.push(f"realtime:{topic}-{n}", "phx_join", payload, join_ref=ref, ref=ref)
+        refs.append(ref)
+    return [ws.reply_to(ref)["payload"] for ws, ref in zip(clients, refs, strict=True)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_publish_after_redis_restarts_reaches_live_sockets(
+    tenant, start_server, own_redis
+):
+    server = start_server(REDIS_URL=own_redis.url)
+    ws = Socket(server.ws_url, tenant.secret_key)
+    ws.join("shop", bindings=ORDERS)
+    # The publishing side now holds pooled Redis connections.
+    assert publish(server, tenant.secret_key, 1).status_code == 201
+    assert ws.changes(1)[0]["payload"]["data"]["record"] == {"id": 1}
+
+    since = len(server.log_path.read_text())
+    own_redis.restart()
+    restored(server, since)
+    assert publish(server, tenant.secret_key, 2).status_code == 201
+    change = ws.changes(1, timeout=5)[0]
+    assert change["payload"]["data"]["record"] == {"id": 2}
+    assert ws.quiet(lambda f: f["event"] == "postgres_changes"), "delivered twice"
+    assert "Traceback" not in server.log_path.read_text()[since:]
+    ws.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_while_redis_restarts_is_sent_once_it_is_back(
+    tenant, start_server, own_redis
+):
+    server = start_server(REDIS_URL=own_redis.url)
+    ws = Socket(server.ws_url, tenant.secret_key)
+    ws.join("shop", bindings=ORDERS)
+    assert publish(server, tenant.secret_key, 1).status_code == 201
+    assert ws.changes(1)[0]["payload"]["data"]["record"] == {"id": 1}
+
+    since = len(server.log_path.read_text())
+    own_redis.stop()
+    back = threading.Timer(0.3, own_redis.start)  # a quick restart
+    back.start()
+    assert publish(server, tenant.secret_key, 2).status_code == 201
+    back.join()
+    change = ws.changes(1, timeout=5)[0]
+    assert change["payload"]["data"]["record"] == {"id": 2}
+    assert ws.quiet(lambda f: f["event"] == "postgres_changes"), "delivered twice"
+    assert "Traceback" not in server.log_path.read_text()[since:]
+    ws.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_joins_right_after_redis_restarts_are_answered_and_keep_their_socket(
+    tenant, start_server, own_redis
+):
+    server = start_server(REDIS_URL=own_redis.url)
+    clients = [Socket(server.ws_url, tenant.secret_key) for _ in range(30)]
+    # Concurrent joins leave the server's pools holding many connections.
+    assert all(r["status"] == "ok" for r in join_all(clients, "before"))
+
+    since = len(server.log_path.read_text())
+    own_redis.restart()
+    replies = join_all(clients, "after")
+    for reply in replies:
+        assert reply["status"] in {"ok", "error"}, reply
+        if reply["status"] == "error":
+            assert reply["response"]["reason"], reply
+    assert all(heartbeat_answered(ws) for ws in clients), "a socket was lost"
+    assert [r["status"] for r in replies].count("ok") == len(clients), replies
+    assert "Traceback" not in server.log_path.read_text()[since:]
+    for ws in clients:
+        ws.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_join_while_redis_is_down_is_refused_and_the_socket_holds_nothing(
+    tenant, start_server, own_redis
+):
+    server = start_server(REDIS_URL=own_redis.url)
+    ws = Socket(server.ws_url, tenant.secret_key)
+    assert ws.join("before", bindings=ORDERS)["payload"]["status"] == "ok"
+
+    since = len(server.log_path.read_text())
+    own_redis.stop()
+    refused = ws.join("during", bindings=ORDERS)["payload"]
+    assert refused == {
+        "status": "error",
+        "response": {
+            "reason": "RealtimeNodeDisconnected: "
+            "Realtime could not reach its other nodes; join again shortly"
+        },
+    }
+    assert heartbeat_answered(ws), "the socket must stay usable"
+    own_redis.start()
+    restored(server, since)
+    # Nothing of the refused join was kept: joining it again is a fresh join.
+    assert ws.join("during", bindings=ORDERS)["payload"]["status"] == "ok"
+    assert publish(server, tenant.secret_key, 1).status_code == 201
+    assert {c["topic"] for c in ws.changes(2)} == {"realtime:before", "realtime:during"}
+    assert "Traceback" not in server.log_path.read_text()[since:]
+    ws.close()

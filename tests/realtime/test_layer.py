@@ -3,6 +3,7 @@ in two round trips, and a process taking all that waits for it at once."""
 
 import asyncio
 import time
+import uuid
 
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
@@ -35,12 +36,17 @@ def message(group, n):
     return {"type": "test.message", "stream": group, "n": n}
 
 
+async def send_all(channel_layer, messages):
+    """group_send_all as a publish makes it: a token of its own."""
+    await group_send_all(channel_layer, messages, token=uuid.uuid4().hex)
+
+
 def test_a_process_takes_every_waiting_message_in_order_a_batch_at_a_time():
     async def body(channel_layer):
         channel = node_channel()
         await channel_layer.group_add("g", channel)
         count = RECEIVE_BATCH + 20
-        await group_send_all(channel_layer, [message("g", n) for n in range(count)])
+        await send_all(channel_layer, [message("g", n) for n in range(count)])
         first = await receive_many(channel_layer, channel)
         second = await receive_many(channel_layer, channel)
         return first, second
@@ -60,7 +66,7 @@ def test_an_empty_channel_waits_for_the_next_message():
         waiting = asyncio.create_task(receive_many(channel_layer, channel))
         await asyncio.sleep(0.2)
         assert not waiting.done()
-        await group_send_all(channel_layer, [message("g", 7)])
+        await send_all(channel_layer, [message("g", 7)])
         return idle, await asyncio.wait_for(waiting, 5)
 
     idle, arrived = run(body)
@@ -79,7 +85,7 @@ def test_stock_receivers_get_the_same_messages_in_order():
         await channel_layer.group_add("a", plain)
         await channel_layer.group_add("b", plain)
         sent = [message("a", 1), message("b", 2), message("a", 3)]
-        await group_send_all(channel_layer, sent)
+        await send_all(channel_layer, sent)
         got_local = [await channel_layer.receive(local) for _ in range(2)]
         got_plain = [await channel_layer.receive(plain) for _ in range(3)]
         return got_local, got_plain
@@ -97,7 +103,7 @@ def test_a_full_channel_loses_its_copy_and_no_other():
             await channel_layer.group_add("g", channel)
         await channel_layer.send(full, {"type": "old", "n": 0})
         await channel_layer.send(full, {"type": "old", "n": 1})
-        await group_send_all(channel_layer, [message("g", 2)])
+        await send_all(channel_layer, [message("g", 2)])
         return (
             await receive_many(channel_layer, full),
             await receive_many(channel_layer, free),
@@ -117,7 +123,7 @@ def test_an_expired_member_is_dropped_and_sent_nothing():
         connection = channel_layer.connection(0)
         key = channel_layer._group_key("g")
         await connection.zadd(key, {dead: time.time() - channel_layer.group_expiry - 5})
-        await group_send_all(channel_layer, [message("g", 1)])
+        await send_all(channel_layer, [message("g", 1)])
         members = await connection.zrange(key, 0, -1)
         queued = await connection.exists(channel_layer.prefix + dead)
         got = await receive_many(channel_layer, live)
@@ -127,3 +133,18 @@ def test_an_expired_member_is_dropped_and_sent_nothing():
     assert members == [live]
     assert not queued
     assert [m["n"] for m in got] == [1]
+
+
+def test_a_send_tried_again_with_its_token_queues_nothing_more():
+    """A publish sent once more after its connection failed (the first try may
+    have reached Redis) reaches each channel once."""
+
+    async def body(channel_layer):
+        channel = node_channel()
+        await channel_layer.group_add("g", channel)
+        for _ in range(2):
+            await group_send_all(channel_layer, [message("g", 1)], token="t1")
+        await group_send_all(channel_layer, [message("g", 2)], token="t2")
+        return await receive_many(channel_layer, channel)
+
+    assert [m["n"] for m in run(body)] == [1, 2]

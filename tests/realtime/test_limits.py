@@ -126,3 +126,15 @@ def test_presence_events_per_second(tenant, sockets):
     system = ws.recv_until(lambda f: f["event"] == "system")
     assert system["payload"]["message"] == "Too many presence messages per second"
     ws.recv_until(lambda f: f["event"] == "phx_close")
+
+
+def test_a_rate_that_redis_cannot_count_lets_the_event_through():
+    import asyncio
+
+    import redis.asyncio as redis
+
+    from realtime.limits import RedisCounters
+    from tests.services import free_port
+
+    nowhere = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    assert asyncio.run(RedisCounters(nowhere).hit("joins:1", 1)) is True
