@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from redis.exceptions import RedisError
 
 from audit.models import EventType
 from realtime import metrics
@@ -116,8 +117,10 @@ class GuardsMixin(AsyncWebsocketConsumer):
         for key in holds:
             try:
                 await hub().release(key)
-            except Exception:
+            except RedisError as exc:
                 # A count left behind lapses with this process's liveness key.
+                logger.warning("Could not release %s: %s", key, exc)
+            except Exception:
                 logger.exception("Could not release %s", key)
 
     async def check_join_rate(self, principal: Principal, topic: str) -> None:

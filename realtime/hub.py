@@ -408,8 +408,13 @@ class Hub:
         await self.counters.release(key, self.node)
 
     async def restore(self) -> None:
-        """Put back what a restarted Redis forgot: memberships, presences, holds."""
-        await self._rejoin_groups()
+        """Put back what a restarted Redis forgot: memberships, presences, holds.
+
+        Raises if a membership could not be put back, so that the restart is
+        still seen as new at the next check, and the restore tried again.
+        """
+        if await self._rejoin_groups():
+            raise RedisConnectionError("some groups could not be rejoined")
         await self.presence.alive(self.node)
         for (room, field_name), entry in list(self.local_presence.items()):
             await self.presence.put(room, field_name, entry)
@@ -494,8 +499,9 @@ class Hub:
             await asyncio.sleep(MEMBERSHIP_REFRESH)
             await self._rejoin_groups()
 
-    async def _rejoin_groups(self) -> None:
-        """Re-add every membership; one that fails does not stop the others."""
+    async def _rejoin_groups(self) -> int:
+        """Re-add every membership; one that fails does not stop the others.
+        Returns how many failed."""
         assert self.channel is not None
         failed = 0
         for group in [CONTROL_GROUP, *self.groups, *self.rooms]:
@@ -505,6 +511,7 @@ class Hub:
                 failed += 1
         if failed:
             logger.warning("Hub %s could not rejoin %s groups", self.node, failed)
+        return failed
 
     def _deliveries(self) -> dict[int, int]:
         """Deliveries per subscription since the last flush (marked as flushed)."""
