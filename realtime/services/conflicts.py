@@ -93,6 +93,10 @@ def _lock_versions(
     Locking in (table, pk) order means two batches touching the same records
     wait for each other instead of deadlocking.
     """
+    if not keys:
+        # No versioned change: no row to lock (an empty match would lock
+        # and rewrite every version row of the tenant).
+        return {}
     ordered = sorted(keys)
     RecordVersion.objects.bulk_create(
         [RecordVersion(tenant=tenant, table=t, pk_value=pk) for t, pk in ordered],
@@ -151,9 +155,11 @@ def changes_publish_versioned(
         for index, key in enumerate(keys):
             if key is not None and index in published:
                 versions[key].seq = published[index].pk
-        RecordVersion.objects.bulk_update(
-            list(versions.values()), ["updated_at", "device_id", "seq", "conflicts"]
-        )
+        if versions:
+            RecordVersion.objects.bulk_update(
+                list(versions.values()),
+                ["updated_at", "device_id", "seq", "conflicts"],
+            )
         for index, latest in current.items():
             _conflict_record(principal, items[index], keys[index], latest, ip)
     return [

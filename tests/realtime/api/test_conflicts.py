@@ -234,3 +234,37 @@ def test_concurrent_devices_end_with_the_newest_version_delivered_last(tenant):
     version = RecordVersion.objects.get()
     assert (version.device_id, version.updated_at.second) == ("b", 9)
     assert version.conflicts == len(versions) - len(published)
+
+
+def test_a_plain_publish_leaves_every_version_row_alone(api, tenant):
+    """A change without a version locks no version row: another writer holding
+    one (a device mid-update) never holds up the tenant's plain publishes."""
+    from django.db import transaction
+
+    assert post(api, tenant, change(1, "first", T1, "a")).status_code == 201
+    held, release = threading.Event(), threading.Event()
+
+    def device_mid_update():
+        try:
+            with transaction.atomic():
+                RecordVersion.objects.select_for_update().get()
+                held.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=device_mid_update)
+    holder.start()
+    try:
+        assert held.wait(30)
+        with connection.cursor() as cursor:  # waiting would be the defect
+            cursor.execute("SET lock_timeout = '2s'")
+        plain = {"table": "notes", "type": "INSERT", "record": {"id": 2}}
+        assert post(api, tenant, plain).status_code == 201
+    finally:
+        release.set()
+        holder.join(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+    version = RecordVersion.objects.get()
+    assert (version.seq, version.conflicts) == (LiveUpdate.objects.first().pk, 0)
