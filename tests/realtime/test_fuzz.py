@@ -43,7 +43,7 @@ from tests.wire import Socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FRAMES = int(os.environ.get("HERALD_FUZZ_FRAMES", "1200"))
+FRAMES = int(os.environ.get("HERALD_FUZZ_FRAMES", "900"))
 MAX_FRAME = 1_000_000
 CHECK_EVERY = 400
 WATCH_TOPIC = "realtime:watch"
