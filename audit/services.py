@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from audit.models import ActivityLog, EventType
+from realtime.bounds import storable
 
 if TYPE_CHECKING:
     from realtime.auth import Principal
@@ -53,9 +54,9 @@ def activity_entry(
         event_type=event_type,
         tenant=tenant,
         tenant_slug=tenant.slug if tenant else "",
-        actor=actor[:255],
-        role=principal.role if principal else "",
-        target=target[:255],
+        actor=storable(actor[:255]),
+        role=storable(principal.role[:63]) if principal else "",
+        target=storable(target[:255]),
         ip=ip,
-        details=details or {},
+        details=storable(details or {}),
     )

@@ -58,3 +58,16 @@ def has_control_characters(text: str) -> bool:
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def storable(value: Any) -> Any:
+    """`value` with NUL taken out of every string, as PostgreSQL stores text
+    and jsonb: it refuses NUL in both, so a client's NUL in a name, a token
+    claim or a filter would fail the write of a whole row."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value

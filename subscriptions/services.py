@@ -19,6 +19,7 @@ from django.utils import timezone
 from audit.models import ActivityLog, EventType
 from audit.services import activity_entry, activity_record
 from realtime.auth import Principal
+from realtime.bounds import storable
 from subscriptions.models import Subscription
 
 
@@ -83,17 +84,21 @@ def _subscription_row(
     join_ref: str | None,
     ip: str | None = None,
 ) -> Subscription:
+    # Every text here may come from a client (a token's claims, its refs,
+    # the bindings it sent): storable() keeps a NUL from failing the row.
     return Subscription(
         tenant=principal.tenant,
-        topic=topic[:255],
-        role=principal.role[:63],
-        sub=principal.sub[:255],
-        bindings=[binding_summary(b) for b in bindings],
-        tables=" ".join(sorted({str(b.get("table") or "*") for b in bindings}))[:255],
+        topic=storable(topic[:255]),
+        role=storable(principal.role[:63]),
+        sub=storable(principal.sub[:255]),
+        bindings=storable([binding_summary(b) for b in bindings]),
+        tables=storable(
+            " ".join(sorted({str(b.get("table") or "*") for b in bindings}))[:255]
+        ),
         private=private,
         node=node,
         connection=connection,
-        join_ref=(join_ref or "")[:64],
+        join_ref=storable((join_ref or "")[:64]),
     )
 
 

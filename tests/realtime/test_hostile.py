@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.db import connection
 from websockets.exceptions import ConnectionClosed
 
 from realtime.auth import token_mint
@@ -207,23 +209,51 @@ def test_a_filter_number_past_what_python_converts_does_not_kill_the_socket(
     released_after(victim, [ws], connections=1, rows=1)
 
 
+@pytest.fixture
+def doomed_topic() -> Iterator[str]:
+    """A topic whose subscription row the database refuses (as a full disk or
+    a constraint would): its join fails inside the handler, after the hub
+    joined the channel's streams and topic."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE FUNCTION herald_test_refuse() RETURNS trigger AS $$
+            BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql;
+            CREATE TRIGGER herald_test_refuse BEFORE INSERT
+            ON subscriptions_subscription FOR EACH ROW
+            WHEN (NEW.topic = 'realtime:doomed') EXECUTE FUNCTION herald_test_refuse();
+            """
+        )
+    yield "doomed"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DROP TRIGGER herald_test_refuse ON subscriptions_subscription;"
+            "DROP FUNCTION herald_test_refuse();"
+        )
+
+
 def test_a_handler_that_fails_releases_what_it_held(
-    bystanders: Any, sockets: Any
+    bystanders: Any, sockets: Any, doomed_topic: str
 ) -> None:
-    """A token whose `sub` holds NUL: the subscription row cannot be written
-    on PostgreSQL. The join fails inside its handler, after the hub joined its
-    streams; the client is told, and nothing stays held."""
     victim, _other, near, _far = bystanders
     limit(victim, max_concurrent_users=3)
-    token = token_mint(tenant=victim.tenant, role="anon", sub="a\x00b", ttl=300)
     hostile = []
     for _ in range(5):  # more than the tenant's places, if any leaked
         ws = sockets(victim.publishable_key)
-        reply = ws.join("room", bindings=ORDERS, token=token)["payload"]
+        reply = ws.join(doomed_topic, bindings=ORDERS)["payload"]
         assert reply == {
             "status": "error",
             "response": {"reason": "Unknown Error on Channel"},
         }
+        # The socket lives on, and its channel is gone from the fan-out.
+        assert ws.join("room", bindings=ORDERS)["payload"]["status"] == "ok"
+        seq = publish(victim, 1)
+        frame = ws.recv_until(lambda f: f["event"] == "postgres_changes")
+        assert (frame["topic"], frame["payload"]["data"]["seq"]) == (
+            "realtime:room",
+            seq,
+        )
+        assert ws.quiet(lambda f: f["topic"] == "realtime:doomed")
         receives(near, victim, 1)
         ws.close()
         hostile.append(ws)
@@ -231,6 +261,33 @@ def test_a_handler_that_fails_releases_what_it_held(
     # The tenant's places all came back: two more sockets get in.
     for _ in range(2):
         assert sockets(victim.publishable_key).join("room")["payload"]["status"] == "ok"
+
+
+def test_nul_in_a_token_claim_or_a_ref_is_stored_without_it(
+    bystanders: Any, sockets: Any
+) -> None:
+    """PostgreSQL refuses NUL in text and jsonb: a client's NUL never fails a
+    row (it failed the join's subscription row, killing the socket)."""
+    victim = bystanders[0]
+    token = token_mint(tenant=victim.tenant, role="anon", sub="a\x00b", ttl=300)
+    ws = sockets(victim.publishable_key)
+    ws.push(
+        "realtime:room",
+        "phx_join",
+        {
+            "config": {
+                "postgres_changes": [{**ORDERS[0], "filter": "id=eq.\x00"}, *ORDERS]
+            },
+            "access_token": token,
+        },
+        join_ref="r\x00",
+        ref="1",
+    )
+    assert ws.reply_to("1")["payload"]["status"] == "ok"
+    row = Subscription.objects.get(tenant=victim.tenant, topic="realtime:room")
+    assert (row.sub, row.join_ref) == ("a\ufffdb", "r\ufffd")
+    assert row.bindings[0]["filter"] == "id=eq.\ufffd"
+    receives(ws, victim, 1)
 
 
 def test_the_user_of_a_join_token_counts_against_the_per_user_limit(
