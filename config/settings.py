@@ -225,6 +225,10 @@ HERALD_MAX_BODY_BYTES = env_int("HERALD_MAX_BODY_BYTES", 1_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = HERALD_MAX_BODY_BYTES
 # How many changes one POST /api/changes may carry.
 HERALD_MAX_BATCH = env_int("HERALD_MAX_BATCH", 1000)
+# Reverse proxies whose X-Forwarded-For names the client (comma-separated
+# addresses or networks, e.g. 127.0.0.1 for a local nginx). Empty: nobody is
+# trusted and the TCP peer is the client. See realtime/client_ip.py.
+HERALD_TRUSTED_PROXIES = os.environ.get("HERALD_TRUSTED_PROXIES", "")
 # Bearer token Prometheus sends to /metrics; without it only loopback may scrape.
 HERALD_METRICS_TOKEN = os.environ.get("HERALD_METRICS_TOKEN", "")
 # Lifetime of tokens minted by `mint_token` and POST /api/tokens when none is given.

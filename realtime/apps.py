@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class RealtimeConfig(AppConfig):
@@ -9,3 +10,7 @@ class RealtimeConfig(AppConfig):
     def ready(self) -> None:
         # Registers the OpenAPI extensions (drf-spectacular finds them by import).
         from realtime.api import schema  # noqa: F401
+        from realtime.client_ip import trusted_networks
+
+        # A mistyped HERALD_TRUSTED_PROXIES stops the start, not the requests.
+        trusted_networks(settings.HERALD_TRUSTED_PROXIES)
