@@ -56,7 +56,7 @@ CSRF_TRUSTED_ORIGINS = [
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "realtime.apps.HeraldAdminConfig",  # django.contrib.admin, login throttled
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -265,6 +265,10 @@ HERALD_RATE_LIMITS = env_rates(
 )
 # Failed authentications per client IP before every request from it gets 429.
 HERALD_AUTH_FAILURE_RATE = os.environ.get("HERALD_AUTH_FAILURE_RATE", "30/m")
+# Admin login attempts (POSTs) per client IP and per user name; past either
+# the login page answers 429 without checking the password.
+HERALD_ADMIN_LOGIN_RATE_IP = os.environ.get("HERALD_ADMIN_LOGIN_RATE_IP", "10/m")
+HERALD_ADMIN_LOGIN_RATE_USER = os.environ.get("HERALD_ADMIN_LOGIN_RATE_USER", "5/m")
 RATELIMIT_ENABLE = env_bool("HERALD_RATELIMIT_ENABLE", True)
 # A cache outage must not refuse every request; the limits lapse meanwhile.
 RATELIMIT_FAIL_OPEN = True

@@ -1,5 +1,13 @@
 from django.apps import AppConfig
 from django.conf import settings
+from django.contrib.admin import apps as admin_apps
+
+
+class HeraldAdminConfig(admin_apps.AdminConfig):
+    """Django's admin with Herald's site: its login is throttled."""
+
+    default = False  # named in INSTALLED_APPS; `realtime` is RealtimeConfig
+    default_site = "realtime.admin_site.HeraldAdminSite"
 
 
 class RealtimeConfig(AppConfig):

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from redis.exceptions import RedisError
 from rest_framework.exceptions import Throttled
@@ -64,7 +65,9 @@ def _refuse(usage: dict[str, Any], message: str) -> RateLimited:
     return RateLimited(wait=max(1, usage["time_left"]), detail=message)
 
 
-def usage_or_none(request: Request, **kwargs: Any) -> dict[str, Any] | None:
+def usage_or_none(
+    request: Request | HttpRequest, **kwargs: Any
+) -> dict[str, Any] | None:
     """django-ratelimit's usage, or None (no limit) while the cache is down.
 
     RATELIMIT_FAIL_OPEN only covers a cache that answers nothing; a Redis that
