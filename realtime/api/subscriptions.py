@@ -122,7 +122,15 @@ class SubscribeApi(APIView):
     @extend_schema(
         operation_id="realtime_subscribe",
         request=InputSerializer,
-        responses={200: OutputSerializer},
+        responses={
+            200: OutputSerializer,
+            403: OpenApiResponse(
+                description="A caller naming nobody (a publishable key alone, a "
+                "token without `sub`): a user token with `sub` is required, or a "
+                "secret key. Or a filter value that is not the caller's claim, a "
+                "table and filter no row policy lets its role see."
+            ),
+        },
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
