@@ -223,6 +223,10 @@ SPECTACULAR_SETTINGS = {
 # Largest REST request body accepted; bigger ones are refused with 413.
 HERALD_MAX_BODY_BYTES = env_int("HERALD_MAX_BODY_BYTES", 1_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = HERALD_MAX_BODY_BYTES
+# Seconds a client has to send a whole HTTP request head (a WebSocket upgrade
+# included) from the moment it connects; slower ones are disconnected
+# (realtime/handshake.py, used by `manage.py serve`).
+HERALD_HANDSHAKE_TIMEOUT = float(os.environ.get("HERALD_HANDSHAKE_TIMEOUT", 10))
 # How many changes one POST /api/changes may carry.
 HERALD_MAX_BATCH = env_int("HERALD_MAX_BATCH", 1000)
 # Reverse proxies whose X-Forwarded-For names the client (comma-separated
