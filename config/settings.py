@@ -58,7 +58,7 @@ CSRF_TRUSTED_ORIGINS = [
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "realtime.apps.HeraldAdminConfig",  # django.contrib.admin, login throttled
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -246,8 +246,16 @@ HERALD_MAX_BODY_BYTES = env_int("HERALD_MAX_BODY_BYTES", 1_000_000)
 # it (about 7,000 typical change frames); it reconnects and catches up.
 HERALD_MAX_SOCKET_BUFFER = env_int("HERALD_MAX_SOCKET_BUFFER", 4 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = HERALD_MAX_BODY_BYTES
+# Seconds a client has to send a whole HTTP request head (a WebSocket upgrade
+# included) from the moment it connects; slower ones are disconnected
+# (realtime/handshake.py, used by `manage.py serve`).
+HERALD_HANDSHAKE_TIMEOUT = float(os.environ.get("HERALD_HANDSHAKE_TIMEOUT", 10))
 # How many changes one POST /api/changes may carry.
 HERALD_MAX_BATCH = env_int("HERALD_MAX_BATCH", 1000)
+# Reverse proxies whose X-Forwarded-For names the client (comma-separated
+# addresses or networks, e.g. 127.0.0.1 for a local nginx). Empty: nobody is
+# trusted and the TCP peer is the client. See realtime/client_ip.py.
+HERALD_TRUSTED_PROXIES = os.environ.get("HERALD_TRUSTED_PROXIES", "")
 # Bearer token Prometheus sends to /metrics; without it only loopback may scrape.
 HERALD_METRICS_TOKEN = os.environ.get("HERALD_METRICS_TOKEN", "")
 # Lifetime of tokens minted by `mint_token` and POST /api/tokens when none is given.
@@ -284,6 +292,10 @@ HERALD_RATE_LIMITS = env_rates(
 )
 # Failed authentications per client IP before every request from it gets 429.
 HERALD_AUTH_FAILURE_RATE = os.environ.get("HERALD_AUTH_FAILURE_RATE", "30/m")
+# Admin login attempts (POSTs) per client IP and per user name; past either
+# the login page answers 429 without checking the password.
+HERALD_ADMIN_LOGIN_RATE_IP = os.environ.get("HERALD_ADMIN_LOGIN_RATE_IP", "10/m")
+HERALD_ADMIN_LOGIN_RATE_USER = os.environ.get("HERALD_ADMIN_LOGIN_RATE_USER", "5/m")
 RATELIMIT_ENABLE = env_bool("HERALD_RATELIMIT_ENABLE", True)
 # A cache outage must not refuse every request; the limits lapse meanwhile.
 RATELIMIT_FAIL_OPEN = True

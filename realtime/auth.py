@@ -8,6 +8,7 @@ expected, one of the tenant's keys is accepted too and acts as that key.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from urllib.parse import unquote
 import jwt
 
 from realtime import errors
+from realtime.bounds import MAX_JSON_DEPTH, too_deep
 from realtime.keys import PREFIX_SHOWN, key_hash, looks_like_key
 from realtime.models import ApiKey, Tenant
 
@@ -92,12 +94,48 @@ def token_claims(
     role, exp = claims.get("role"), claims.get("exp")
     if not isinstance(role, str) or not role or exp is None:
         raise errors.TokenClaimsMissing()
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
+    if not _is_time(exp):
         raise errors.TokenExpired("Token expiration time is invalid")
+    if problem := claims_problem(claims):
+        raise errors.MalformedToken(f"The token's claims are not plain JSON: {problem}")
     lapsed = int((now or time.time()) - exp)
     if lapsed >= 0:
         raise errors.TokenExpired(f"Token has expired {lapsed} seconds ago")
     return claims
+
+
+def _is_time(exp: object) -> bool:
+    # Python's json reads 1e400, Infinity and NaN as floats: numbers, no time.
+    if isinstance(exp, float):
+        return math.isfinite(exp)
+    return isinstance(exp, int) and not isinstance(exp, bool)
+
+
+# What orjson writes; claims travel in frames and layer messages it encodes.
+JSON_INT_RANGE = range(-(2**63), 2**64)
+
+
+def claims_problem(claims: dict[str, Any]) -> str | None:
+    """Why the claims could not be sent as they are, or None.
+
+    Python's json reads what orjson will not write (integers past 64 bits)
+    or writes as null (NaN, infinities), and any depth: such a token would
+    pass here and fail later, in the middle of a delivery.
+    """
+    if too_deep(claims):
+        return f"nested deeper than {MAX_JSON_DEPTH} levels"
+    stack: list[object] = [claims]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return "a number is not finite"
+        elif isinstance(value, int) and value not in JSON_INT_RANGE:
+            return "an integer does not fit in 64 bits"
+    return None
 
 
 def _unverified_ref(token: str) -> str:

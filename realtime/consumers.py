@@ -95,8 +95,10 @@ async def released(what: str, step: Awaitable[Any]) -> None:
 
 
 def client_ip(scope: dict[str, Any]) -> str | None:
-    client = scope.get("client")
-    return client[0] if client else None
+    """Through trusted proxies (HERALD_TRUSTED_PROXIES); read before accept."""
+    from realtime.client_ip import scope_client_ip
+
+    return scope_client_ip(scope)
 
 
 def query_param(scope: dict[str, Any], name: str) -> str | None:

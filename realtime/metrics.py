@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 
 from realtime.api.errors import error_json
+from realtime.client_ip import is_loopback, request_client_ip
 
 CONNECTIONS = Gauge(
     "herald_connections", "Open WebSocket connections in this process", ["tenant"]
@@ -63,16 +64,17 @@ def refusal_kind(reason: str) -> str:
     return code if sep else reason[:60]
 
 
-LOOPBACK = {"127.0.0.1", "::1"}
-
-
 def scraper_allowed(request: HttpRequest) -> bool:
-    """HERALD_METRICS_TOKEN as a bearer token when set; else loopback only."""
+    """HERALD_METRICS_TOKEN as a bearer token when set; else loopback only.
+
+    Loopback is the client as resolved through trusted proxies: a remote
+    client forwarded by a local proxy is not loopback.
+    """
     token = settings.HERALD_METRICS_TOKEN
     if token:
         given = request.META.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
         return hmac.compare_digest(given.encode(), token.encode())
-    return request.META.get("REMOTE_ADDR") in LOOPBACK
+    return is_loopback(request_client_ip(request))
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

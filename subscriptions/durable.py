@@ -27,7 +27,11 @@ from realtime.change_log import (
 )
 from realtime.models import Tenant
 from subscriptions.models import DurableSubscription
-from subscriptions.selectors import durable_subscriptions_of, subscription_binding
+from subscriptions.selectors import (
+    durable_subscriptions_of,
+    names_an_owner,
+    subscription_binding,
+)
 from subscriptions.targets import ChannelRequest, Target, subscription_targets
 from subscriptions.webhooks import webhook_url_check
 
@@ -91,6 +95,11 @@ def durable_subscription_create(
     ip: str | None = None,
 ) -> list[DurableSubscription]:
     """Subscribe the principal; changes after the current head are delivered."""
+    if not names_an_owner(principal):
+        raise errors.Forbidden(
+            "Durable subscriptions belong to someone: a user token with `sub` is "
+            "required (Authorization: Bearer), or a secret key"
+        )
     targets = subscription_targets(
         principal=principal, channels=channels, filters=filters
     )

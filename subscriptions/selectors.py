@@ -23,9 +23,21 @@ def owner_q(principal: Principal) -> Q:
     return Q(tenant=principal.tenant, role=principal.role[:63], sub="")
 
 
+def names_an_owner(principal: Principal) -> bool:
+    """A user token's `sub`, or the tenant's backend (service_role).
+
+    A bare publishable key, or a token without `sub`, could be any visitor:
+    what one of them made, all of them could list, poll and close.
+    """
+    return bool(principal.sub) or principal.is_service
+
+
 def durable_subscriptions_of(
     principal: Principal,
 ) -> QuerySet[DurableSubscription]:
+    if not names_an_owner(principal):
+        # Rows made before a `sub` was required belong to no visitor in particular.
+        return DurableSubscription.objects.none()
     return DurableSubscription.objects.filter(owner_q(principal))
 
 

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 
 from realtime.api.throttling import auth_failure_record, auth_failures_check
 from realtime.auth import Principal, principal_resolve
+from realtime.client_ip import request_client_ip
 from realtime.errors import AuthError
 from realtime.services.sockets import auth_refusal_event, refusal_record
 
@@ -33,7 +34,7 @@ class PrincipalAuthentication(BaseAuthentication):
             refusal_record(
                 event_type=auth_refusal_event(exc),
                 reason=exc.message,
-                ip=request.META.get("REMOTE_ADDR"),
+                ip=request_client_ip(request),
                 target=request.path[:255],
             )
             auth_failure_record(request)

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from realtime.api.parsers import JSONParser, OctetStreamParser
 from realtime.api.permissions import principal_of
-from realtime.api.views import client_ip
+from realtime.client_ip import request_client_ip
 from realtime.errors import InvalidInput
 from realtime.services.broadcast import BroadcastInput, broadcasts_publish
 
@@ -44,7 +44,7 @@ class BroadcastBatchApi(APIView):
         broadcasts_publish(
             principal=principal_of(request),
             messages=[BroadcastInput(**m) for m in messages.validated_data],
-            ip=client_ip(request),
+            ip=request_client_ip(request),
         )
         return Response(status=status.HTTP_202_ACCEPTED)
 
@@ -66,6 +66,8 @@ class BroadcastSingleApi(APIView):
             private=request.query_params.get("private", "").lower() == "true",
         )
         broadcasts_publish(
-            principal=principal_of(request), messages=[message], ip=client_ip(request)
+            principal=principal_of(request),
+            messages=[message],
+            ip=request_client_ip(request),
         )
         return Response(status=status.HTTP_202_ACCEPTED)

@@ -9,7 +9,8 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
-from realtime.errors import PayloadTooLarge
+from realtime.bounds import MAX_JSON_DEPTH, too_deep
+from realtime.errors import InvalidInput, PayloadTooLarge
 
 
 class JSONParser(BaseParser):
@@ -31,6 +32,14 @@ class JSONParser(BaseParser):
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise ParseError(f"Malformed JSON: {exc}") from exc
+        # Checked before any serializer walks it: records, metadata, payloads
+        # and claims deeper than this could be stored but never delivered
+        # (realtime/bounds.py says why).
+        if too_deep(data):
+            raise InvalidInput(
+                f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels of "
+                "arrays and objects"
+            )
         # PostgreSQL's jsonb cannot hold U+0000: refuse it here (400) rather than
         # fail at the insert (500). JSON can only carry it escaped, so the scan
         # runs only when the escape is in the body.

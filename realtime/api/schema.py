@@ -22,6 +22,8 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
+from realtime.bounds import MAX_JSON_DEPTH
+
 # Set on an operation whose body may be one object or a list of them.
 ONE_OR_MANY = "x-herald-one-or-many"
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
@@ -35,7 +37,8 @@ ERROR_SCHEMA = {
     "required": ["error", "message"],
 }
 COMMON_ERRORS = {
-    "400": "Malformed JSON, or a missing or invalid field (the message names it).",
+    "400": "Malformed JSON, JSON nested deeper than "
+    f"{MAX_JSON_DEPTH} levels, or a missing or invalid field (the message names it).",
     "401": "Missing, unknown or revoked key; a forged or expired token.",
     "403": "The key or token may not do this; a suspended tenant.",
     "429": "A rate limit: retry after `Retry-After` seconds.",

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from realtime.api.catch_up import MAX_CURSOR
 from realtime.api.permissions import principal_of
 from realtime.api.serializers import ChangePageSerializer, ScalarField
-from realtime.api.views import client_ip
+from realtime.client_ip import request_client_ip
 from realtime.errors import NotFound
 from realtime.layer import change_data
 from subscriptions.durable import (
@@ -122,7 +122,15 @@ class SubscribeApi(APIView):
     @extend_schema(
         operation_id="realtime_subscribe",
         request=InputSerializer,
-        responses={200: OutputSerializer},
+        responses={
+            200: OutputSerializer,
+            403: OpenApiResponse(
+                description="A caller naming nobody (a publishable key alone, a "
+                "token without `sub`): a user token with `sub` is required, or a "
+                "secret key. Or a filter value that is not the caller's claim, a "
+                "table and filter no row policy lets its role see."
+            ),
+        },
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
@@ -134,7 +142,7 @@ class SubscribeApi(APIView):
             channels=data["channels"],
             filters=data["filters"],
             webhook=WebhookTarget(**webhook) if webhook else None,
-            ip=client_ip(request),
+            ip=request_client_ip(request),
         )
         output = {"success": True, "subscriptions": opened}
         return Response(self.OutputSerializer(output).data)
@@ -171,7 +179,7 @@ class UnsubscribeApi(APIView):
         closed = durable_subscriptions_close(
             principal=principal_of(request),
             ids=serializer.validated_data["ids"],
-            ip=client_ip(request),
+            ip=request_client_ip(request),
         )
         output = {"success": True, "unsubscribed": closed}
         return Response(self.OutputSerializer(output).data)

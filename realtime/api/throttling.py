@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from redis.exceptions import RedisError
 from rest_framework.exceptions import Throttled
@@ -20,6 +21,7 @@ from rest_framework.throttling import BaseThrottle
 from audit.models import EventType
 from audit.services import activity_record
 from realtime.auth import Principal
+from realtime.client_ip import request_client_ip
 from realtime.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -32,8 +34,10 @@ class RateLimited(Throttled):
     default_detail = "Too many requests."
 
 
-def client_ip(request: Request) -> str:
-    return request.META.get("REMOTE_ADDR") or "unknown"
+def _ip_key(request: Request) -> str:
+    # No address at all (a UNIX socket without a trusted proxy in front): such
+    # clients are indistinguishable and share one budget.
+    return request_client_ip(request) or ""
 
 
 def scope_rate(*, tenant: Tenant, scope: str) -> str:
@@ -54,14 +58,16 @@ def principal_key(principal: Principal, request: Request) -> str:
     shared = (principal.key_id is not None and not principal.is_service) or (
         principal.key_id is None and not principal.sub
     )
-    return f"{key}:{client_ip(request)}" if shared else key
+    return f"{key}:{_ip_key(request)}" if shared else key
 
 
 def _refuse(usage: dict[str, Any], message: str) -> RateLimited:
     return RateLimited(wait=max(1, usage["time_left"]), detail=message)
 
 
-def usage_or_none(request: Request, **kwargs: Any) -> dict[str, Any] | None:
+def usage_or_none(
+    request: Request | HttpRequest, **kwargs: Any
+) -> dict[str, Any] | None:
     """django-ratelimit's usage, or None (no limit) while the cache is down.
 
     RATELIMIT_FAIL_OPEN only covers a cache that answers nothing; a Redis that
@@ -99,14 +105,14 @@ class PrincipalRateThrottle(BaseThrottle):
                 event_type=EventType.RATE_LIMITED,
                 principal=principal,
                 target=scope,
-                ip=request.META.get("REMOTE_ADDR"),
+                ip=request_client_ip(request),
                 details={"rate": rate},
             )
         raise _refuse(usage, f"Rate limit exceeded: {rate} for {scope}.")
 
 
 def _auth_failures(request: Request, *, increment: bool) -> dict[str, Any] | None:
-    ip = client_ip(request)
+    ip = _ip_key(request)
     return usage_or_none(
         request,
         group=AUTH_FAILURE_GROUP,
@@ -129,14 +135,13 @@ def auth_failure_record(request: Request) -> None:
     if usage is None or not usage["should_limit"]:
         return
     if usage["count"] == usage["limit"] + 1:
-        logger.warning(
-            "Authentication failures from %s over the limit", client_ip(request)
-        )
+        ip = request_client_ip(request)
+        logger.warning("Authentication failures from %s over the limit", ip)
         activity_record(
             event_type=EventType.RATE_LIMITED,
-            actor=f"ip:{client_ip(request)}",
+            actor=f"ip:{ip}",
             target="authentication",
-            ip=request.META.get("REMOTE_ADDR"),
+            ip=ip,
             details={"rate": settings.HERALD_AUTH_FAILURE_RATE},
         )
     raise _refuse(usage, "Too many failed authentications from this address.")

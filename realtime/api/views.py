@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from realtime.api.permissions import IsServiceRole, principal_of
 from realtime.api.schema import ONE_OR_MANY
 from realtime.api.serializers import ScalarField
+from realtime.client_ip import request_client_ip
 from realtime.errors import InvalidInput
 from realtime.layer import commit_timestamp
 from realtime.models import LiveUpdate
@@ -34,10 +35,6 @@ CONTENT_EVENTS = [
     "content.published",
     "content.deleted",
 ]
-
-
-def client_ip(request: Request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def change_output(update: LiveUpdate) -> dict[str, Any]:
@@ -85,7 +82,7 @@ class LiveUpdatePublishApi(APIView):
         update = content_event_publish(
             principal=principal_of(request),
             event=serializer.validated_data,
-            ip=client_ip(request),
+            ip=request_client_ip(request),
         )
         return Response(
             self.OutputSerializer(
@@ -222,7 +219,7 @@ class ChangePublishApi(APIView):
         outcomes = changes_publish_versioned(
             principal=principal_of(request),
             items=[_versioned(item) for item in serializer.validated_data],
-            ip=client_ip(request),
+            ip=request_client_ip(request),
         )
         published = any(not o.stale for o in outcomes)
         return Response(

@@ -1,5 +1,8 @@
 """Resolving keys and tokens: every way in that must stay shut."""
 
+import base64
+import hashlib
+import hmac
 import time
 
 import jwt
@@ -9,6 +12,7 @@ from realtime import errors
 from realtime.auth import principal_from_apikey, principal_resolve, token_mint
 from realtime.models import ApiKey
 from realtime.services.tenants import api_key_revoke
+from tests.wire import Socket
 
 pytestmark = pytest.mark.django_db
 
@@ -149,3 +153,78 @@ def test_suspended_tenant_is_refused(tenant):
     tenant.tenant.save()
     with pytest.raises(errors.TenantSuspended, match="Realtime was disabled"):
         principal_from_apikey(tenant.secret_key)
+
+
+# --- Tokens whose numbers or nesting Herald could not send ----------------------
+
+
+def hs256(secret: str, payload: str) -> str:
+    """A JWT over the payload text as written: json.dumps cannot write 1e400."""
+
+    def b64(raw: bytes) -> bytes:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(payload.encode())
+    signature = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + b64(signature)).decode()
+
+
+LATER = int(time.time()) + 3600
+USER = f'"role": "authenticated", "sub": "u1", "exp": {LATER}'
+NOT_PLAIN = "The token's claims are not plain JSON: "
+UNSENDABLE = [
+    ('{"role": "authenticated", "exp": 1e400}', "token_expired", "expiration"),
+    ('{"role": "authenticated", "exp": Infinity}', "token_expired", "expiration"),
+    ('{"role": "authenticated", "exp": -Infinity}', "token_expired", "expiration"),
+    ('{"role": "authenticated", "exp": NaN}', "token_expired", "expiration"),
+    (f'{{{USER}, "site_id": 18446744073709551616}}', "malformed_token", "64 bits"),
+    (f'{{{USER}, "site_id": -9223372036854775809}}', "malformed_token", "64 bits"),
+    (f'{{{USER}, "meta": {{"x": [NaN]}}}}', "malformed_token", "not finite"),
+    (f'{{{USER}, "meta": {"[" * 32}1{"]" * 32}}}', "malformed_token", "32 levels"),
+]
+MESSAGES = {
+    "expiration": "Token expiration time is invalid",
+    "64 bits": NOT_PLAIN + "an integer does not fit in 64 bits",
+    "not finite": NOT_PLAIN + "a number is not finite",
+    "32 levels": NOT_PLAIN + "nested deeper than 32 levels",
+}
+
+
+def test_the_widest_plain_claims_are_accepted(tenant):
+    payload = (
+        f'{{{USER}, "a": 18446744073709551615, "b": -9223372036854775808, '
+        f'"c": 1e300, "meta": {"[" * 31}1{"]" * 31}}}'
+    )
+    token = hs256(tenant.tenant.jwt_secret, payload)
+    principal = principal_resolve(apikey=tenant.publishable_key, bearer=token)
+    assert principal.claims["a"] == 2**64 - 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("payload", "code", "why"), UNSENDABLE)
+def test_unsendable_claims_are_a_401_over_rest(api, tenant, payload, code, why):
+    token = hs256(tenant.tenant.jwt_secret, payload)
+    response = api.get(
+        "/api/live-updates",
+        {"apikey": tenant.publishable_key},
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 401, response.content
+    assert response.json() == {"error": code, "message": MESSAGES[why]}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("payload", "code", "why"), UNSENDABLE)
+def test_unsendable_claims_refuse_the_join_not_the_socket(
+    tenant, herald_server, payload, code, why
+):
+    socket = Socket(herald_server.ws_url, tenant.publishable_key)
+    token = hs256(tenant.tenant.jwt_secret, payload)
+    refused = socket.join("room", token=token)
+    assert refused["payload"]["status"] == "error"
+    assert refused["payload"]["response"]["reason"].endswith(MESSAGES[why])
+    # The socket is still open and still answers.
+    ref = socket.push("phoenix", "heartbeat", {})
+    assert socket.reply_to(ref)["payload"]["status"] == "ok"
+    assert socket.join("room")["payload"]["status"] == "ok"
+    socket.close()

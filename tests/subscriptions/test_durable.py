@@ -8,6 +8,7 @@ import pytest
 
 from realtime.auth import token_mint
 from realtime.models import Tenant
+from realtime.services.tenants import row_policy_add
 from subscriptions.models import DurableSubscription
 from tests.subscriptions.support import (
     KEPT_OLD,
@@ -319,3 +320,67 @@ def test_a_webhook_subscription_is_not_polled(api, form_responses, settings):
     sub_id = response.json()["subscriptions"][0]["id"]
     refused = poll(api, form_responses, token, sub_id)
     assert refused.status_code == 409 and refused.json()["error"] == "conflict"
+
+
+# --- Ownerless principals: a bare publishable key, a token without `sub` ---------
+
+NEWS = {"channels": [{"table": "news"}]}
+
+
+def as_visitor(api, creds, method, path, body=None, token=None):
+    headers = {"HTTP_APIKEY": creds.publishable_key}
+    if token:
+        headers["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    if method == "get":
+        return api.get(path, **headers)
+    return api.post(
+        path, orjson.dumps(body), content_type="application/json", **headers
+    )
+
+
+@pytest.fixture
+def news(tenant):
+    row_policy_add(tenant=tenant.tenant, table="news", role="anon", rules=[])
+    row_policy_add(tenant=tenant.tenant, table="news", role="authenticated", rules=[])
+    return tenant
+
+
+@pytest.mark.parametrize("token", [None, "authenticated without sub"])
+def test_a_principal_naming_nobody_may_not_subscribe(api, news, token):
+    if token:
+        token = token_mint(tenant=news.tenant, role="authenticated", ttl=60)
+    response = as_visitor(api, news, "post", "/api/realtime/subscribe", NEWS, token)
+    assert response.status_code == 403, response.content
+    assert response.json()["error"] == "forbidden"
+    assert "a user token with `sub` is required" in response.json()["message"]
+    assert not DurableSubscription.objects.exists()
+
+
+def test_one_visitor_cannot_list_poll_or_close_anothers(api, news):
+    # Made before subscribing needed a `sub`: every visitor has the same identity.
+    theirs = DurableSubscription.objects.create(
+        tenant=news.tenant, role="anon", sub="", channel="news", table="news"
+    )
+    status = as_visitor(api, news, "get", "/api/realtime/status")
+    assert status.status_code == 200 and status.json()["subscriptions"] == []
+    polled = f"/api/realtime/subscriptions/{theirs.pk}/changes"
+    assert as_visitor(api, news, "get", polled).status_code == 404
+    closing = {"ids": [theirs.pk]}
+    closed = as_visitor(api, news, "post", "/api/realtime/unsubscribe", closing)
+    assert closed.status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.state == DurableSubscription.State.ACTIVE
+
+
+def test_a_user_with_sub_and_the_secret_key_may_subscribe(api, news):
+    token = token_mint(tenant=news.tenant, role="authenticated", sub="u1", ttl=60)
+    mine = as_visitor(api, news, "post", "/api/realtime/subscribe", NEWS, token)
+    assert mine.status_code == 200, mine.content
+    [listed] = as_visitor(api, news, "get", "/api/realtime/status", token=token).json()[
+        "subscriptions"
+    ]
+    assert listed["id"] == mine.json()["subscriptions"][0]["id"]
+    assert subscribe(api, news, NEWS).status_code == 200  # the secret key
+    # Neither is a visitor's to see.
+    visitor = as_visitor(api, news, "get", "/api/realtime/status")
+    assert visitor.json()["subscriptions"] == []

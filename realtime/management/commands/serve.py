@@ -3,9 +3,11 @@
 import gc
 from typing import Any
 
+import daphne.server
 from daphne.cli import CommandLineInterface
 from django.core.management.base import BaseCommand, CommandParser
 
+from realtime.handshake import HeadDeadlineHTTPFactory
 from realtime.protocol import MAX_FRAME_BYTES
 
 
@@ -54,6 +56,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         gc_tune()
+        # daphne builds its HTTP factory from this module-level name inside
+        # Server.run(), with no option to pass another: replace it here, in the
+        # one process that serves, so half-sent request heads are cut off.
+        daphne.server.HTTPFactory = HeadDeadlineHTTPFactory
         CommandLineInterface().run(
             daphne_args(
                 host=options["host"],

@@ -1,0 +1,49 @@
+"""A deadline on each HTTP request head, for daphne's Twisted HTTP server.
+
+Twisted's HTTPChannel only has an idle timeout, 60 s, restarted by every byte
+received: a client that connects and sends nothing holds its connection for a
+minute, and one that sends its request line and headers a byte at a time
+holds it for ever (slowloris). WebSocket upgrades are plain HTTP requests
+until their head is complete, so the same goes for them.
+
+Here, while the channel reads a request head, bytes do not restart the timer:
+the whole head must arrive within HERALD_HANDSHAKE_TIMEOUT seconds of the
+connection (or of the previous response, on a kept-alive connection). A body
+keeps an idle timeout of the same length. Once a request is in, Twisted lifts
+the timer while the application answers; an upgraded WebSocket has daphne's
+own limits from there (`--websocket_connect_timeout`, keepalive pings).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daphne.http_protocol import HTTPFactory
+from django.conf import settings
+from twisted.protocols.basic import LineReceiver
+from twisted.web import http
+
+
+class HeadDeadlineChannel(http.HTTPChannel):
+    def dataReceived(self, data: bytes) -> None:
+        if self.line_mode:  # reading a request line or headers
+            LineReceiver.dataReceived(self, data)  # no resetTimeout()
+        else:
+            super().dataReceived(data)
+
+
+def _channel(factory: http.HTTPFactory) -> Any:
+    # What Twisted's own `HTTPFactory.protocol` builds, around our channel:
+    # the wrapper is how Twisted picks HTTP/2 when TLS negotiates it.
+    return http._GenericHTTPChannelProtocol(HeadDeadlineChannel())
+
+
+class HeadDeadlineHTTPFactory(HTTPFactory):
+    """daphne's HTTP factory, with request heads held to a deadline."""
+
+    protocol = _channel
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        # Twisted hands this to each channel as its timeout (TimeoutMixin).
+        self.timeOut = settings.HERALD_HANDSHAKE_TIMEOUT
