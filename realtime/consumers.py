@@ -35,6 +35,7 @@ from realtime.bounds import (
 )
 from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
 from realtime.channel_policy import ChannelRule, channel_allowed
+from realtime.client_ip import scope_client_ip
 from realtime.db import best_effort, in_db
 from realtime.fastsend import overfull, protocol_of, tcp_transport_of
 from realtime.guards import CLOSE_LIMIT, GuardsMixin, LimitReached
@@ -94,13 +95,6 @@ async def released(what: str, step: Awaitable[Any]) -> None:
         logger.exception("Could not release %s", what)
 
 
-def client_ip(scope: dict[str, Any]) -> str | None:
-    """Through trusted proxies (HERALD_TRUSTED_PROXIES); read before accept."""
-    from realtime.client_ip import scope_client_ip
-
-    return scope_client_ip(scope)
-
-
 def query_param(scope: dict[str, Any], name: str) -> str | None:
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
     return values[0] if values else None
@@ -137,7 +131,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         self.closing = False
         self.transport: Any = None
         self.connection_id = uuid.uuid4().hex
-        self.ip = client_ip(self.scope)
+        self.ip = scope_client_ip(self.scope)  # before accept clears the headers
         codec = codec_for_vsn(query_param(self.scope, "vsn"))
         if codec is None:
             await self.close()  # before accept: HTTP 403, as Phoenix does
