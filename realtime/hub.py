@@ -355,12 +355,15 @@ class Hub:
         self.policies.forget_tenant(member.tenant_id)
         key = member.audience_key()
         for group in member.groups():
-            audiences = self.groups.get(group)
-            if audiences is None:
+            if group not in self.groups:
                 # Joined first, kept after: a membership the layer refused
                 # (Redis down) is never kept, so the caller's cleanup and the
                 # periodic refresh only ever see groups that were made.
                 await layer().group_add(group, channel)
+            # Looked up after the await: another first join of the same stream
+            # may have made it meanwhile, with its members in it.
+            audiences = self.groups.get(group)
+            if audiences is None:
                 audiences = self.groups[group] = {}
                 self.indexes[group] = AudienceIndex()
             audience = audiences.get(key)
@@ -433,11 +436,10 @@ class Hub:
     async def join_room(self, group: str, member: TopicMember) -> None:
         """Deliver the topic's broadcasts and presence diffs to a channel."""
         channel = await self._ensure_started()
-        room = self.rooms.get(group)
-        if room is None:
+        if group not in self.rooms:
             await layer().group_add(group, channel)  # as in `add`: then kept
-            room = self.rooms[group] = {}
-        room[id(member)] = member
+        # After the await: a concurrent first join may have made the room.
+        self.rooms.setdefault(group, {})[id(member)] = member
 
     async def leave_room(self, group: str, member: TopicMember) -> None:
         room = self.rooms.get(group)

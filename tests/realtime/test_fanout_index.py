@@ -253,3 +253,52 @@ def test_an_audience_is_offered_only_the_values_its_filters_require() -> None:
         index.remove(audience)
     assert index.candidates([{"site_id": 42}]) == [everyone]
     assert not index.by_value
+
+
+def test_sockets_joining_a_new_stream_at_once_all_receive(make_tenant: Any) -> None:
+    """The first joins of a stream wait on the layer together: none of them may
+    replace what another one made meanwhile (sockets then got nothing, ever)."""
+    creds = make_tenant()
+    bindings, _ = parse_bindings([{"event": "*", "schema": "public", "table": "t"}])
+    members = [
+        Member(
+            send=None,  # type: ignore[arg-type]
+            codec=V1,
+            topic=f"realtime:room-{n % 7}",
+            bindings=tuple(bindings),
+            principal=Principal(
+                tenant=creds.tenant, role="service_role", claims={"sub": f"u{n}"}
+            ),
+        )
+        for n in range(50)
+    ]
+    change = {
+        "schema": "public",
+        "table": "t",
+        "commit_timestamp": "2026-12-02T12:00:00.000Z",
+        "type": "INSERT",
+        "columns": [],
+        "errors": None,
+        "seq": 1,
+        "record": {"id": 1},
+    }
+
+    async def joined_at_once() -> set[int]:
+        hub = Hub()
+        try:
+            await asyncio.gather(*(hub.add(member) for member in members))
+            outbox = Outbox()
+            message = {
+                "type": "stream.changes",
+                "stream": stream_group(creds.tenant.pk, "t"),
+                "tenant": creds.tenant.pk,
+                "seqs": [1],
+                "data": [orjson.dumps(change)],
+            }
+            await hub.dispatch_changes(message, outbox)
+            return {members.index(member) for member, _ in outbox.flush()}
+        finally:
+            for task in hub._tasks:
+                task.cancel()
+
+    assert asyncio.run(joined_at_once()) == set(range(50))
