@@ -928,6 +928,9 @@ async function streamMode() {
   };
   if (subs > 0) {
     await sleep(500); // let the joins settle (group memberships)
+    // Warm-up publishes, one after the other (REST: the first requests of a
+    // fresh process are slow); unmeasured, still verified.
+    for (let i = 0; i < (cfg.warmupPublishes ?? 0); i++) await publish(1);
     if (cfg.tputSeconds > 0) result.throughput = await throughput(subs);
     result.latency = [];
     for (const { label, rate } of cfg.latRates) {

@@ -338,10 +338,12 @@ def report_workloads(
             print(f"  {label:<28} not verified (no result)")
             continue
         counts = "/".join(str(v[k]) for k in VERIFY_KEYS)
+        verdict = "PASS" if verify_ok(v) else "FAIL"
+        if label.endswith("naive"):
+            verdict += " (the naive baseline: shown, not part of the exit status)"
         print(
             f"  {label:<28} {counts:<14} over {v['sockets']:,} sockets, "
-            f"{v['changes']:,} changes, {v['bad_sockets']} sockets wrong: "
-            f"{'PASS' if verify_ok(v) else 'FAIL'}"
+            f"{v['changes']:,} changes, {v['bad_sockets']} sockets wrong: {verdict}"
         )
         for bad in v.get("bad_sample") or []:
             print(f"    e.g. {bad}")
@@ -373,8 +375,14 @@ def verify_ok(v: dict[str, Any] | None) -> bool:
 def verification_ok(
     results: dict[str, dict[str, Any]], others: dict[str, dict[str, Any]]
 ) -> bool:
-    """Every stream workload's every socket got exactly what it was due."""
+    """Every socket of Herald's every stream workload got exactly its due.
+
+    The naive design is verified and shown too, but it is the baseline: driven
+    at half Herald's maximum, far past its own, it loses changes (a full
+    channel drops what is sent to it), and that is not Herald failing.
+    """
     return all(
         verify_ok(dig(res, "stream", "verification"))
-        for _, res in verified(results, others)
+        for label, res in verified(results, others)
+        if not label.endswith("naive")
     )

@@ -384,7 +384,7 @@ def measure_workload(
             )
         else:  # rest
             rates = [{"label": "fixed rate, REST", "rate": args.rest_rate}]
-            config.update(publish="rest", tputSeconds=0)
+            config.update(publish="rest", tputSeconds=0, warmupPublishes=30)
         stream, profile = measure_stream(
             workload, args, config, server, rates, logs / f"{workload}-loadgen.log"
         )
