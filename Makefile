@@ -64,7 +64,9 @@ clean:
 bench-retention: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.retention $(BENCH_ARGS)
 
-# --- Benchmark: Herald's fan-out against the naive Channels design (benchmarks/) ---
+# --- Benchmark: Herald's fan-out, best case against the naive Channels design, a ----
+# --- realistic workload (own tokens, row policy, filters) and REST (benchmarks/) ----
+# BENCH_ARGS picks workloads, e.g. BENCH_ARGS="--workloads realistic --subscribers 300"
 
 .PHONY: bench
 

@@ -1,47 +1,76 @@
 // Load generator for `make bench`; benchmarks/run.py starts it once per workload.
 //
-// One Node process holds every socket (ws, no compression) and publishes on the
-// same clock: each record carries `bench_t`, its publish time in µs, so the
-// receive time minus it is the publish-to-receive latency. Changes go through
+// The main thread publishes and keeps the clock; in stream mode the sockets
+// (ws, no compression) are split over `generators` worker threads, each taking
+// every generators-th socket, so that no thread of the generator nears a full
+// core and the figures are the server's (each thread's CPU share is reported).
+// Each record carries `bench_t`, its publish time in µs, so the receive time
+// minus it is the publish-to-receive latency. Changes go through
 // benchmarks/publisher.py straight to the channel layer (`publish: "layer"`) or
-// with POST /api/changes (`"rest"`). Deliveries are counted by scanning the
-// frame bytes for `bench_n`/`bench_t` instead of JSON-parsing every frame (the
-// first frame of each socket is checked in full), which keeps the generator far
-// from being the bottleneck. Every loop is bounded in count and time.
+// with POST /api/changes (`"rest"`). Frames are counted by scanning their bytes
+// for `bench_n`/`bench_t`/`seq` instead of JSON-parsing every one (the first
+// frame of each socket is checked in full). Per-change delivery counts live in
+// shared memory (the closed loop reads them); every loop is bounded in count
+// and time.
 //
-// argv[2] is a JSON config (see run.py, peers.py, soak.py); results are JSON
-// lines on stdout. `ws` is one server URL or a list (sockets are spread over
-// them in turn); `protocol` is "phoenix" (Herald, the naive design, the
-// ceiling) or "socketio" (Socket.IO 4 spoken over `ws` with the same frame
-// scan, so every design costs the generator the same per delivery).
+// Per-socket verification: every socket records the cursor (`data.seq`) of
+// each change it receives; the publisher records each change's cursor, its
+// group (the site it belongs to) and its publish time. A socket of group g
+// (or of none: every change) must receive exactly the changes of g published
+// after its join and before it closed, each once, in increasing cursor order:
+// missing, extra, duplicate, out-of-order and wrong-cursor frames are counted
+// per socket, never netted out across sockets.
+//
+// argv[2] is a JSON config, or the path of a file holding it (see run.py,
+// peers.py, soak.py); results are JSON lines on stdout. `ws` is one server URL
+// or a list (sockets are spread over them in turn); `protocol` is "phoenix"
+// (Herald, the naive design, the ceiling) or "socketio" (Socket.IO 4 spoken
+// over `ws` with the same frame scan, so every design costs the generator the
+// same per delivery). With `tokens` (one per socket), socket i joins with its
+// own user token as `access_token`; with `sites`, socket i belongs to site
+// i mod sites (and, with `filterColumn`, binds `column=eq.site`), and change n
+// to site n mod sites.
 // mode "idle":   open `count` joined sockets, print {"event":"ready"}, hold them
 //                (heartbeating) until a line arrives on stdin, then close.
-// mode "stream": open `count` sockets on one stream, run the throughput phase,
-//                then one latency phase per entry of `latRates`, print results.
+// mode "stream": open `count` sockets on one stream, run the throughput phase
+//                (unless `tputSeconds` is 0), then one latency phase per entry
+//                of `latRates`, verify every socket, print results.
 // mode "soak":   open `count` sockets over `streams` tables, reconnecting any
 //                the server closes; publish `rate` changes/s for `soakSeconds`,
-//                print a "tick" every `tickSeconds` (deliveries, frames
-//                expected but missing, reconnects, latency), then "done".
+//                print a "tick" every `tickSeconds` (deliveries, per-socket
+//                verification of the changes settled so far, reconnects,
+//                latency), then "done". One process: its rate is low.
 
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import WebSocket from "ws";
 
-const cfg = JSON.parse(process.argv[2]);
+function loadConfig(arg) {
+  return JSON.parse(arg.trimStart().startsWith("{") ? arg : readFileSync(arg, "utf8"));
+}
+
+const cfg = isMainThread ? loadConfig(process.argv[2]) : workerData.cfg;
 const V2 = cfg.vsn.startsWith("2.");
 const KEY_N = Buffer.from('"bench_n":');
 const KEY_T = Buffer.from('"bench_t":');
+const KEY_S = Buffer.from('"seq":');
 const HEARTBEAT_MS = 25_000; // realtime-js's interval
 const JOIN_TIMEOUT_MS = 20_000;
 const PAD = "x".repeat(cfg.padBytes ?? 120);
 const URLS = [].concat(cfg.ws);
 const SIO = cfg.protocol === "socketio";
 const SERVER_PIDS = [].concat(cfg.serverPid ?? []);
+const SITES = cfg.sites ?? 0; // 0: every change goes to every socket
+const FIXED_SITE = 42; // the site of every change when there are no sites
 
 const now = () => performance.timeOrigin + performance.now(); // ms, fractional
 const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 const emit = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
+const siteOfSocket = (i) => (SITES ? i % SITES : null);
+const siteOfChange = (n) => (SITES ? n % SITES : FIXED_SITE);
 
 function frame(joinRef, ref, topic, event, payload) {
   return V2
@@ -66,7 +95,7 @@ function readInt(buf, pos) {
   return value;
 }
 
-// ---- counters shared by every socket ----------------------------------------
+// ---- counters of this thread's sockets ----------------------------------------
 
 const totals = {
   received: 0,
@@ -77,47 +106,145 @@ const totals = {
   closedMidRun: 0,
   frameBytes: null, // the size of the first delivery frame, to compare designs
 };
-let phase = null; // the running throughput or latency phase
 let closing = false; // set once the run is over: closes are expected then
-let soak = null; // the soak run's per-change counts
+let soak = null; // the soak run's state
+let shared = null; // stream mode: the phase counters, shared by every thread
 
-function onDelivery(n, t) {
+// Shared memory of stream mode. ctrl: the running phase, as the workers read it.
+const C_ON = 0; // 1 while a phase counts deliveries
+const C_NBASE = 1; // the first change of the phase
+const C_CAP = 2; // changes the phase may publish
+const C_LAT = 3; // 1: record latencies from change C_FROM on
+const C_FROM = 4;
+const C_LATLEN = 5;
+const C_RECEIVED = 6; // deliveries, every thread, whole run
+const C_STRAY = 7;
+const PHASE_CAP = 1_000_000;
+const LAT_CAP = 4_000_000;
+
+function sharedMemory() {
+  const i32 = (n) => new Int32Array(new SharedArrayBuffer(4 * n));
+  const f64 = (n) => new Float64Array(new SharedArrayBuffer(8 * n));
+  return {
+    ctrl: i32(16),
+    counts: i32(PHASE_CAP), // per change of the phase: deliveries so far
+    expected: i32(PHASE_CAP), // per change: sockets due it (set before publishing)
+    first: f64(PHASE_CAP), // per change: ms to its first socket
+    last: f64(PHASE_CAP), // ms to its last due socket
+    lat: f64(LAT_CAP), // every measured delivery's ms
+  };
+}
+
+function onDelivery(sub, n, t, seq) {
   totals.received++;
+  sub.record(n, seq);
   if (soak) return soak.delivered(n, t);
-  const p = phase;
-  const k = p ? n - p.nBase : -1;
-  if (!p || k < 0 || k >= p.counts.length) {
-    totals.stray++; // a late frame of an earlier phase
+  if (!shared) return;
+  const { ctrl, counts, expected, first, last, lat } = shared;
+  Atomics.add(ctrl, C_RECEIVED, 1);
+  const k = n - Atomics.load(ctrl, C_NBASE);
+  if (!Atomics.load(ctrl, C_ON) || k < 0 || k >= Atomics.load(ctrl, C_CAP)) {
+    Atomics.add(ctrl, C_STRAY, 1); // a late frame of an earlier phase
     return;
   }
-  const c = ++p.counts[k];
-  if (c > p.subs) p.duplicates++;
-  else if (c >= p.target && !p.done[k]) complete(p, k);
-  if (p.lat && k >= p.measureFromK && p.latLen < p.lat.length) {
+  const c = Atomics.add(counts, k, 1) + 1;
+  if (Atomics.load(ctrl, C_LAT) && k >= Atomics.load(ctrl, C_FROM)) {
     const ms = now() - t / 1000;
-    p.lat[p.latLen++] = ms;
-    if (c === 1) p.first[k] = ms;
-    if (c === p.target) p.last[k] = ms;
+    const i = Atomics.add(ctrl, C_LATLEN, 1);
+    if (i < lat.length) lat[i] = ms;
+    if (c === 1) first[k] = ms;
+    if (c === Atomics.load(expected, k)) last[k] = ms;
   }
 }
 
-function complete(p, k) {
-  p.done[k] = 1;
-  p.completed++;
-  p.lastProgress = now();
-  p.wake();
+// ---- per-socket verification ------------------------------------------------------
+
+const verdict = {
+  sockets: 0, // sockets checked
+  bad_sockets: 0, // sockets with any of the below
+  missing: 0, // due, never received
+  extra: 0, // received, not due (another site's, or published before the join)
+  duplicates: 0, // received more than once
+  out_of_order: 0, // received after a change of a greater cursor
+  wrong_seq: 0, // received with another cursor than the publisher's
+  late: 0, // soak: arrived after the change was settled (counted missing then)
+};
+
+const badSubs = []; // the first few sockets found wrong, to describe them
+
+function badSocket(sub, kind, count = 1) {
+  verdict[kind] += count;
+  sub.faults[kind] = (sub.faults[kind] ?? 0) + count;
+  if (!sub.bad) {
+    sub.bad = true;
+    verdict.bad_sockets++;
+    if (badSubs.length < 5) badSubs.push(sub);
+  }
 }
 
-function onSubscriberClosed() {
-  // A change is complete once every socket still open has it: without this, one
-  // socket the server closed would stall the closed loop.
-  totals.closedMidRun++;
-  const p = phase;
-  if (!p) return;
-  p.target--;
-  for (let k = 0; k < p.counts.length && k < nextN - p.nBase; k++) {
-    if (!p.done[k] && p.counts[k] >= p.target) complete(p, k);
+function describeBad(firstJoin) {
+  // Which sockets, joined when (ms after this thread's first join), and how.
+  return badSubs.map((sub) => ({
+    socket: sub.index,
+    site: sub.site,
+    joined_ms: Math.round(sub.joinedAt - firstJoin),
+    ...sub.faults,
+  }));
+}
+
+class Changes {
+  // The publisher's log: per change n, its cursor (-1 while unknown, -2 when
+  // its publish failed: nobody is due it), its site, its publish time.
+  constructor(capacity) {
+    this.seq = new Float64Array(capacity).fill(-1);
+    this.site = new Int32Array(capacity);
+    this.at = new Float64Array(capacity);
   }
+}
+
+// Verify sockets against changes [from, to) of the log; `subsBySite` maps a
+// site (or "all") to the sockets due its changes. Each socket's pending frames
+// of those changes are consumed: what is left over afterwards is extra.
+function settleChanges(log, from, to, subsBySite) {
+  for (let n = from; n < to; n++) {
+    const seq = log.seq[n];
+    const at = log.at[n];
+    for (const group of [subsBySite.get("all"), subsBySite.get(log.site[n])]) {
+      for (const sub of group ?? []) {
+        const got = sub.pending.get(n);
+        if (got !== undefined) sub.pending.delete(n);
+        const due = seq !== -2 && sub.joinedAt <= at && at < sub.closedAt;
+        // Published while the join was on its way: it may come or not.
+        const optional = sub.joinSentAt <= at && at < sub.joinedAt;
+        if (got === undefined) {
+          if (due) badSocket(sub, "missing");
+        } else if (!due && !optional) badSocket(sub, "extra");
+        else if (seq >= 0 && got !== seq) badSocket(sub, "wrong_seq");
+      }
+    }
+  }
+}
+
+function leftovers(subs, settledBelow) {
+  // Frames of changes no settled range claimed (another site's; unknown n).
+  for (const sub of subs) {
+    for (const n of sub.pending.keys()) {
+      if (n < settledBelow) {
+        sub.pending.delete(n);
+        badSocket(sub, "extra");
+      }
+    }
+  }
+}
+
+function bySite(subs) {
+  const map = new Map();
+  for (const sub of subs) {
+    const key = sub.site === null ? "all" : sub.site;
+    if (!map.has(key)) map.set(key, []);
+    map.get(key).push(sub);
+  }
+  return map;
 }
 
 function validate(sub, text, n) {
@@ -170,15 +297,34 @@ function validateSio(sub, text, n) {
 // ---- one subscriber -------------------------------------------------------------
 
 class Sub {
-  constructor(topic, url, table = cfg.table) {
+  constructor(topic, url, { table = cfg.table, site = null, token = null } = {}) {
     this.topic = topic;
     this.url = url;
     this.table = table;
+    this.site = site; // null: due every change of the table
+    this.token = token;
     this.ref = 0;
     this.joinRef = null;
     this.bindingId = null;
     this.checked = false;
     this.ws = null;
+    // Verification: frames received, by change (n → cursor), not yet settled.
+    this.pending = new Map();
+    this.lastSeq = -1;
+    this.bad = false;
+    this.faults = {};
+    this.index = null;
+    this.joinSentAt = Infinity;
+    this.joinedAt = Infinity;
+    this.closedAt = Infinity;
+  }
+
+  record(n, seq) {
+    if (this.pending.has(n)) return badSocket(this, "duplicates");
+    if (soak && n < soak.settled) return badSocket(this, "late");
+    if (seq < this.lastSeq) badSocket(this, "out_of_order");
+    else this.lastSeq = seq;
+    this.pending.set(n, seq);
   }
 
   open() {
@@ -198,6 +344,7 @@ class Sub {
         if (err) reject(err);
         else {
           this.live = true;
+          this.joinedAt = now();
           resolve(this);
         }
       };
@@ -205,22 +352,28 @@ class Sub {
       ws.on("message", (data, isBinary) => this.onMessage(data, isBinary));
       ws.on("error", (e) => this.joined?.(e));
       ws.on("close", (code) => {
-        if (this.joined) this.joined(new Error(`closed ${code} before join`));
-        else if (soak && this.live && !closing) soak.closed(this, code);
-        else if (!closing) onSubscriberClosed();
+        if (this.joined) return this.joined(new Error(`closed ${code} before join`));
+        if (closing) return;
+        this.closedAt = now();
+        if (soak && this.live) soak.closed(this, code);
+        else onSubscriberClosed(this);
       });
     });
   }
 
   join() {
     this.joinRef = String(++this.ref);
+    const binding = { event: "INSERT", schema: "public", table: this.table };
+    if (cfg.filterColumn && this.site !== null) binding.filter = `${cfg.filterColumn}=eq.${this.site}`;
     const config = {
       broadcast: { ack: false, self: false },
       presence: { key: "", enabled: false },
-      postgres_changes: [{ event: "INSERT", schema: "public", table: this.table }],
+      postgres_changes: [binding],
       private: false,
     };
-    this.ws.send(frame(this.joinRef, this.joinRef, this.topic, "phx_join", { config }));
+    const payload = this.token ? { config, access_token: this.token } : { config };
+    this.joinSentAt = now();
+    this.ws.send(frame(this.joinRef, this.joinRef, this.topic, "phx_join", payload));
   }
 
   heartbeat() {
@@ -234,7 +387,8 @@ class Sub {
     if (i === -1) return this.onControl(buf);
     const n = readInt(buf, i + KEY_N.length);
     const t = readInt(buf, buf.indexOf(KEY_T) + KEY_T.length);
-    onDelivery(n, t);
+    const s = buf.indexOf(KEY_S);
+    onDelivery(this, n, t, s === -1 ? -1 : readInt(buf, s + KEY_S.length));
     if (!this.checked) {
       this.checked = true;
       totals.frameBytes ??= buf.length;
@@ -284,15 +438,17 @@ class Sub {
   }
 }
 
-async function openAll(count, topicOf) {
+
+async function openAll(indices, topicOf, concurrency = cfg.connectConcurrency ?? 64) {
   const subs = [];
   const errors = [];
   let next = 0;
   const started = now();
   async function worker() {
-    while (next < count) {
-      const i = next++;
-      const sub = new Sub(topicOf(i), URLS[i % URLS.length]);
+    while (next < indices.length) {
+      const i = indices[next++];
+      const sub = new Sub(topicOf(i), URLS[i % URLS.length], { site: siteOfSocket(i), token: cfg.tokens?.[i] ?? null });
+      sub.index = i;
       try {
         subs.push(await sub.open());
       } catch (e) {
@@ -300,7 +456,7 @@ async function openAll(count, topicOf) {
       }
     }
   }
-  await Promise.all(Array.from({ length: cfg.connectConcurrency ?? 64 }, worker));
+  await Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker));
   return { subs, failed: errors.length, firstError: errors[0] ?? null, seconds: (now() - started) / 1000 };
 }
 
@@ -309,16 +465,19 @@ function closeAll(subs) {
   for (const sub of subs) sub.ws.terminate();
 }
 
-// ---- publishing -------------------------------------------------------------------
+const range = (count) => Array.from({ length: count }, (_, i) => i);
+
+// ---- publishing (main thread) -------------------------------------------------------
 
 let nextN = 0;
+let log = null; // the publisher's Changes
 const posts = { ok: 0, failed: 0, firstError: null, inFlight: 0 };
 
 // With `publish: "layer"`, changes go through benchmarks/publisher.py (straight to
 // the channel layer, no database); otherwise POST /api/changes to the server.
 const acks = [];
 let publisher = null;
-if (cfg.publish !== "rest" && cfg.mode !== "idle") {
+if (isMainThread && cfg.publish !== "rest" && cfg.mode !== "idle") {
   const [cmd, ...args] = cfg.publisherCmd;
   publisher = spawn(cmd, args, { cwd: cfg.root, stdio: ["pipe", "pipe", "inherit"] });
   cfg.publisherPid = publisher.pid;
@@ -333,12 +492,13 @@ if (cfg.publish !== "rest" && cfg.mode !== "idle") {
 const PUBLISH_URLS = [].concat(cfg.publishHttp ?? []);
 let publishes = 0;
 
+// Resolves to the changes' cursors when the server says them (REST), else null.
 function send(records, table = cfg.table) {
   if (publisher) {
     // A list of records for the default table, or {table, records}.
     const line = table === cfg.table ? records : { table, records };
     return new Promise((resolve) => {
-      acks.push(resolve);
+      acks.push(() => resolve(null));
       publisher.stdin.write(`${JSON.stringify(line)}\n`);
     });
   }
@@ -352,22 +512,34 @@ function send(records, table = cfg.table) {
   }).then(async (res) => {
     const body = await res.text();
     if (res.status !== 201) throw new Error(`HTTP ${res.status}: ${body.slice(0, 200)}`);
+    return JSON.parse(body).changes.map((c) => c.seq);
   });
 }
 
-async function publish(k) {
+// Publish `k` changes at once (one publish); `site` picks each change's site,
+// and `due` is told each change before it is sent.
+async function publish(k, { table = cfg.table, site = siteOfChange, due = null, postMs = null } = {}) {
   const t = Math.round(now() * 1000);
   const records = [];
+  const from = nextN;
   for (let i = 0; i < k; i++) {
     const n = nextN++;
-    records.push({ id: n, bench_n: n, bench_t: t, site_id: 42, status: "published", body: PAD });
+    const s = site(n);
+    log.site[n] = s;
+    log.at[n] = now();
+    // The layer publishers use bench_n + 1 as the cursor; REST's is the database's.
+    log.seq[n] = cfg.publish === "rest" ? -1 : n + 1;
+    due?.(n, s);
+    records.push({ id: n, bench_n: n, bench_t: t, site_id: SITES ? s : FIXED_SITE, status: "published", body: PAD });
   }
   posts.inFlight++;
   try {
-    await send(records);
-    phase?.postMs?.push(now() - t / 1000);
+    const seqs = await send(records, table);
+    if (seqs) seqs.forEach((seq, i) => (log.seq[from + i] = seq ?? -2));
+    postMs?.push(now() - t / 1000);
     posts.ok++;
   } catch (e) {
+    for (let n = from; n < from + k; n++) log.seq[n] = -2; // nobody is due it
     posts.failed++;
     posts.firstError ??= String(e);
   } finally {
@@ -377,20 +549,23 @@ async function publish(k) {
 
 // ---- CPU accounting, to show who is busy --------------------------------------------
 
+function statSeconds(path) {
+  try {
+    const stat = readFileSync(path, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / cfg.clockTicks;
+  } catch {
+    return null;
+  }
+}
+
 function cpuSeconds(pid) {
   if (Array.isArray(pid)) {
     // Several server processes: their sum.
     const each = pid.map(cpuSeconds);
     return each.length && each.every((v) => v !== null) ? each.reduce((a, b) => a + b, 0) : null;
   }
-  if (!pid) return null;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / cfg.clockTicks;
-  } catch {
-    return null;
-  }
+  return pid ? statSeconds(`/proc/${pid}/stat`) : null;
 }
 
 function machineBusySeconds() {
@@ -400,65 +575,132 @@ function machineBusySeconds() {
   return (user + nice + system + irq + softirq + (steal || 0)) / cfg.clockTicks;
 }
 
+// The generator's threads: the main one (publishing) and each socket worker.
+let generatorThreads = [];
+
 function snapshot() {
   const own = process.cpuUsage();
   return {
     machine: machineBusySeconds(),
     t: now(),
-    received: totals.received,
+    received: shared ? Atomics.load(shared.ctrl, C_RECEIVED) : totals.received,
     server: cpuSeconds(SERVER_PIDS),
     publisher: SERVER_PIDS.includes(cfg.publisherPid) ? null : cpuSeconds(cfg.publisherPid),
     redis: cpuSeconds(cfg.redisPid),
     loadgen: (own.user + own.system) / 1e6,
+    threads: generatorThreads.map((t) => statSeconds(`/proc/${process.pid}/task/${t.tid}/stat`)),
   };
 }
 
 function cpuShares(a, b) {
   // Share of one core each process used between two snapshots.
-  const share = (key) => (a[key] === null || b[key] === null ? null : (b[key] - a[key]) / ((b.t - a.t) / 1000));
+  const per = (x, y) => (x === null || y === null ? null : (y - x) / ((b.t - a.t) / 1000));
+  const share = (key) => per(a[key], b[key]);
   const shares = { server: share("server"), publisher: share("publisher"), redis: share("redis"), loadgen: share("loadgen") };
   // The rest: PostgreSQL, the kernel's softirqs, and anything else on the machine.
   shares.other = share("machine") - Object.values(shares).reduce((sum, v) => sum + (v ?? 0), 0);
   return shares;
 }
 
-// ---- phases ---------------------------------------------------------------------------
+function threadShares(a, b) {
+  // Per generator thread (main first), share of one core between two snapshots.
+  return generatorThreads.map((t, i) => ({
+    name: t.name,
+    share: a.threads[i] === null || b.threads[i] === null ? null : (b.threads[i] - a.threads[i]) / ((b.t - a.t) / 1000),
+  }));
+}
 
-function newPhase(subs, capacity) {
+// ---- stream mode: phases (main thread) ---------------------------------------------------
+
+const open = { all: 0, bySite: new Map(), closedMidRun: 0 };
+
+function dueCount(site) {
+  return open.all + (open.bySite.get(site) ?? 0);
+}
+
+function fanOut() {
+  // Sockets due a change, on average over the sites.
+  if (!SITES) return open.all;
+  let sum = 0;
+  for (const v of open.bySite.values()) sum += v;
+  return open.all + sum / SITES;
+}
+
+let phase = null;
+
+function newPhase(capacity, latFrom = null) {
+  const { ctrl, counts, expected, first, last } = shared;
+  const cap = Math.min(capacity, PHASE_CAP, log.at.length - nextN);
+  Atomics.store(ctrl, C_ON, 0);
+  counts.fill(0, 0, cap);
+  expected.fill(0, 0, cap);
+  first.fill(Number.NaN, 0, cap);
+  last.fill(Number.NaN, 0, cap);
+  Atomics.store(ctrl, C_NBASE, nextN);
+  Atomics.store(ctrl, C_CAP, cap);
+  Atomics.store(ctrl, C_LAT, latFrom === null ? 0 : 1);
+  Atomics.store(ctrl, C_FROM, latFrom ?? 0);
+  Atomics.store(ctrl, C_LATLEN, 0);
+  Atomics.store(ctrl, C_ON, 1);
   const p = {
-    subs,
-    target: subs - totals.closedMidRun,
     nBase: nextN,
-    counts: new Int32Array(capacity),
-    done: new Uint8Array(capacity),
+    cap,
+    done: new Uint8Array(cap),
     completed: 0,
-    duplicates: 0,
+    lowest: 0,
     lastProgress: now(),
-    lat: null,
-    latLen: 0,
-    measureFromK: 0,
-    waiter: null,
-    wake() {
-      const w = p.waiter;
-      p.waiter = null;
-      w?.();
-    },
-    progress(ms) {
-      return new Promise((resolve) => {
-        const timer = setTimeout(resolve, ms);
-        p.waiter = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    },
+    postMs: [],
+    due: (n, site) => Atomics.store(expected, n - p.nBase, dueCount(site)),
   };
-  return p;
+  return (phase = p);
+}
+
+function endPhase() {
+  Atomics.store(shared.ctrl, C_ON, 0);
+  phase = null;
+}
+
+function scan(p) {
+  // Changes every due socket has: complete.
+  const { counts, expected } = shared;
+  const top = nextN - p.nBase;
+  for (let k = p.lowest; k < top; k++) {
+    if (!p.done[k] && Atomics.load(counts, k) >= Atomics.load(expected, k)) {
+      p.done[k] = 1;
+      p.completed++;
+      p.lastProgress = now();
+    }
+  }
+  while (p.lowest < top && p.done[p.lowest]) p.lowest++;
+}
+
+async function progress(p, ms) {
+  await sleep(Math.min(ms, 5));
+  scan(p);
+}
+
+function onWorkerSocketClosed(site) {
+  // A change is complete once every socket still open has it: without this, one
+  // socket the server closed would stall the closed loop.
+  open.closedMidRun++;
+  if (site === null) open.all--;
+  else open.bySite.set(site, (open.bySite.get(site) ?? 1) - 1);
+  const p = phase;
+  if (!p) return;
+  for (let k = p.lowest; k < nextN - p.nBase; k++) {
+    if (!p.done[k] && (site === null || log.site[p.nBase + k] === site)) Atomics.sub(shared.expected, k, 1);
+  }
+}
+
+function onSubscriberClosed(sub) {
+  totals.closedMidRun++;
+  if (!isMainThread) parentPort.postMessage({ event: "closed", site: sub.site });
 }
 
 async function drain(p, published, ms) {
   const deadline = now() + ms;
-  while (p.completed < published && now() < deadline) await p.progress(50);
+  scan(p);
+  while (p.completed < published && now() < deadline) await progress(p, 50);
   return (now() - deadline + ms) / 1000;
 }
 
@@ -468,7 +710,7 @@ async function throughput(subs) {
   // the server always has work but never a backlog that could overflow the
   // layer or outlast the phase; count deliveries/s at the receivers.
   const { batch, windowSeconds, tputSeconds, warmupSeconds } = cfg;
-  const p = (phase = newPhase(subs, 1_000_000));
+  const p = newPhase(PHASE_CAP);
   emit({ event: "phase", name: "throughput", seconds: tputSeconds });
   const t0 = now();
   let first = null;
@@ -476,19 +718,21 @@ async function throughput(subs) {
   let published = 0;
   let stalled = false;
   let window = 2 * batch;
-  const rate = { t: t0, received: totals.received };
-  while (now() - t0 < tputSeconds * 1000 && published + batch <= p.counts.length) {
+  const received = () => Atomics.load(shared.ctrl, C_RECEIVED);
+  const rate = { t: t0, received: received() };
+  while (now() - t0 < tputSeconds * 1000 && published + batch <= p.cap) {
     if (now() - rate.t >= 500) {
-      const perSecond = ((totals.received - rate.received) * 1000) / (now() - rate.t);
-      window = Math.max(2 * batch, Math.ceil((perSecond * windowSeconds) / subs));
-      Object.assign(rate, { t: now(), received: totals.received });
+      const perSecond = ((received() - rate.received) * 1000) / (now() - rate.t);
+      window = Math.max(2 * batch, Math.ceil((perSecond * windowSeconds) / Math.max(1, fanOut())));
+      Object.assign(rate, { t: now(), received: received() });
     }
+    scan(p);
     if (published - p.completed + batch <= window && posts.inFlight < cfg.maxPosts) {
       published += batch;
-      publish(batch).finally(() => p.wake());
+      publish(batch, { due: p.due });
       continue;
     }
-    await p.progress(100);
+    await progress(p, 100);
     if (now() - p.lastProgress > 5000) {
       stalled = true;
       break;
@@ -497,19 +741,20 @@ async function throughput(subs) {
   const last = snapshot();
   // Drain before the next phase, so it does not inherit a backlog.
   const drainSeconds = await drain(p, published, 30_000);
-  phase = null;
+  endPhase();
   if (!first) throw new Error(`throughput phase ended before its warm-up (stalled: ${stalled})`);
   const seconds = (last.t - first.t) / 1000;
   return {
     subscribers: subs,
+    fan_out: fanOut(),
     seconds,
     deliveries_per_s: (last.received - first.received) / seconds,
     changes_published: published,
     changes_fully_delivered: p.completed,
-    duplicates: p.duplicates,
     stalled,
     drain_s: drainSeconds,
     cpu: cpuShares(first, last),
+    generator_threads: threadShares(first, last),
   };
 }
 
@@ -526,60 +771,69 @@ function spread(values) {
 }
 
 async function latency(subs, rate) {
-  // Open loop: publish at `rate` deliveries/s (rate/subs changes/s) on a fixed
-  // schedule, whatever the server does, for latSeconds; the first warmupSeconds
-  // of changes are not measured.
+  // Open loop: publish at `rate` deliveries/s (rate/fan-out changes/s) on a
+  // fixed schedule, whatever the server does, for
+  // latSeconds; the first warmupSeconds of changes are not measured.
   const { latSeconds, warmupSeconds, drainSeconds } = cfg;
-  const perSecond = rate / subs;
+  const perSecond = rate / Math.max(1, fanOut());
   const tick = Math.max(1000 / perSecond, 20);
-  const total = Math.max(1, Math.round(perSecond * latSeconds));
-  const p = (phase = newPhase(subs, total));
-  p.measureFromK = Math.min(total - 1, Math.round(perSecond * warmupSeconds));
-  p.lat = new Float64Array((total - p.measureFromK) * subs);
-  p.postMs = [];
-  p.first = new Float64Array(total).fill(Number.NaN);
-  p.last = new Float64Array(total).fill(Number.NaN);
+  const total = Math.max(1, Math.min(PHASE_CAP, Math.round(perSecond * latSeconds)));
+  const measureFromK = Math.min(total - 1, Math.round(perSecond * warmupSeconds));
+  const p = newPhase(total, measureFromK);
   emit({ event: "phase", name: "latency", rate, seconds: latSeconds });
   const t0 = now();
   const first = snapshot();
   let published = 0;
   let behind = 0;
-  for (let k = 1; published < total && k <= total + 1; k++) {
-    const due = Math.min(total, Math.round((perSecond * k * tick) / 1000));
-    if (due > published) {
+  for (let k = 1; published < p.cap && k <= p.cap + 1; k++) {
+    const due = Math.min(p.cap, Math.round((perSecond * k * tick) / 1000));
+    // The changes due in one tick go out as one publish, or (batch 1: one
+    // change per publish, as an application saving rows publishes) one each.
+    while (published < due) {
       if (posts.inFlight >= 16) behind++; // the server answers too slowly
-      const n = due - published;
-      published = due;
-      publish(n);
+      const n = cfg.batch === 1 ? 1 : due - published;
+      published += n;
+      publish(n, { due: p.due, postMs: p.postMs });
     }
     await sleep(t0 + k * tick - now());
   }
   const publishSeconds = (now() - t0) / 1000;
   const last = snapshot();
+  // The drain bound counts from the last publish acknowledged (a slow
+  // publisher would otherwise eat it), at most a minute later.
+  const acked = now() + 60_000;
+  while (posts.inFlight > 0 && now() < acked) await progress(p, 20);
   const waited = await drain(p, published, drainSeconds * 1000);
-  phase = null;
-  const sorted = p.lat.subarray(0, p.latLen).sort();
-  const expected = (total - p.measureFromK) * subs;
-  const pct = (q) => percentile(sorted, expected, q);
+  endPhase();
+  const { expected, first: firsts, last: lasts, lat, ctrl } = shared;
+  const latLen = Math.min(Atomics.load(ctrl, C_LATLEN), lat.length);
+  const sorted = Float64Array.from(lat.subarray(0, latLen)).sort();
+  let measured = 0;
+  for (let k = measureFromK; k < published; k++) measured += Atomics.load(expected, k);
+  const pct = (q) => percentile(sorted, measured, q);
+  let offered = 0;
+  for (let k = 0; k < published; k++) offered += Atomics.load(expected, k);
   return {
     subscribers: subs,
-    offered_deliveries_per_s: (published * subs) / publishSeconds,
+    fan_out: fanOut(),
+    offered_deliveries_per_s: offered / publishSeconds,
     changes: published,
-    measured_deliveries: expected,
-    received: p.latLen,
+    measured_deliveries: measured,
+    received: latLen,
     drain_s: waited,
     drain_bound_s: drainSeconds,
     posts_behind: behind,
     p50_ms: pct(0.5),
     p95_ms: pct(0.95),
     p99_ms: pct(0.99),
-    max_ms: p.latLen === expected ? sorted[sorted.length - 1] : null,
+    max_ms: latLen === measured && latLen ? sorted[sorted.length - 1] : null,
     // Per change: publish to its first socket, and to its last one.
-    first_socket_ms: spread(p.first.subarray(p.measureFromK)),
-    last_socket_ms: spread(p.last.subarray(p.measureFromK)),
+    first_socket_ms: spread(Float64Array.from(firsts.subarray(measureFromK, published))),
+    last_socket_ms: spread(Float64Array.from(lasts.subarray(measureFromK, published))),
     // Publishing itself, until acknowledged (REST: the change is committed).
     publish_ms: spread(Float64Array.from(p.postMs)),
     cpu: cpuShares(first, last),
+    generator_threads: threadShares(first, last),
   };
 }
 
@@ -596,7 +850,7 @@ function startHeartbeats(subs) {
 
 async function idleMode() {
   const topicOf = cfg.topics === "same" ? () => "realtime:idle" : (i) => `realtime:idle-${i}`;
-  const opened = await openAll(cfg.count, topicOf);
+  const opened = await openAll(range(cfg.count), topicOf);
   const beats = startHeartbeats(opened.subs);
   emit({ event: "ready", open: opened.subs.length, failed: opened.failed, first_error: opened.firstError, connect_s: opened.seconds });
   const lines = createInterface({ input: process.stdin });
@@ -608,42 +862,173 @@ async function idleMode() {
   lines.close();
 }
 
+const streamTopic = (i) => (cfg.topics === "distinct" ? `realtime:bench-${i}` : "realtime:bench");
+const LOG_CAP = 2_000_000;
+
+function sharedChanges(capacity) {
+  const log = new Changes(0);
+  log.seq = new Float64Array(new SharedArrayBuffer(8 * capacity)).fill(-1);
+  log.site = new Int32Array(new SharedArrayBuffer(4 * capacity));
+  log.at = new Float64Array(new SharedArrayBuffer(8 * capacity));
+  return log;
+}
+
+class Generator {
+  // One worker thread holding every `of`-th socket from `index` on.
+  constructor(index, of) {
+    this.name = `sockets ${index + 1}/${of}`;
+    this.worker = new Worker(fileURLToPath(import.meta.url), {
+      workerData: { cfg, index, of, shared, log: { seq: log.seq, site: log.site, at: log.at } },
+    });
+    this.waiting = new Map(); // event → resolve
+    this.worker.on("message", (m) => {
+      if (m.event === "closed") return onWorkerSocketClosed(m.site);
+      const resolve = this.waiting.get(m.event);
+      this.waiting.delete(m.event);
+      resolve?.(m);
+    });
+    this.worker.on("error", (e) => {
+      emit({ event: "error", error: `${this.name}: ${e?.stack ?? e}` });
+      process.exit(2);
+    });
+  }
+
+  next(event, cmd = null) {
+    const reply = new Promise((resolve) => this.waiting.set(event, resolve));
+    if (cmd) this.worker.postMessage(cmd);
+    return reply;
+  }
+}
+
 async function streamMode() {
-  const topicOf = cfg.topics === "distinct" ? (i) => `realtime:bench-${i}` : () => "realtime:bench";
-  const opened = await openAll(cfg.count, topicOf);
-  const beats = startHeartbeats(opened.subs);
-  const subs = opened.subs.length;
-  const result = { event: "result", open: subs, failed: opened.failed, first_error: opened.firstError, connect_s: opened.seconds };
+  shared = sharedMemory();
+  log = sharedChanges(LOG_CAP);
+  const count = Math.max(1, Math.min(cfg.generators ?? 1, cfg.count));
+  const gens = [new Generator(0, count)];
+  // `prime`: socket 0 joins alone, before any other (see workerMain).
+  if (cfg.prime) await gens[0].next("primed");
+  for (let i = 1; i < count; i++) gens.push(new Generator(i, count));
+  const ready = await Promise.all(gens.map((g) => g.next("ready")));
+  generatorThreads = [{ name: "main (publishing)", tid: process.pid }, ...gens.map((g, i) => ({ name: g.name, tid: ready[i].tid }))];
+  for (const r of ready) {
+    open.all += r.all;
+    for (const [site, n] of r.bySite) open.bySite.set(site, (open.bySite.get(site) ?? 0) + n);
+  }
+  const subs = ready.reduce((a, r) => a + r.open, 0);
+  const failed = ready.reduce((a, r) => a + r.failed, 0);
+  const result = {
+    event: "result",
+    open: subs,
+    failed,
+    first_error: ready.find((r) => r.first_error)?.first_error ?? null,
+    connect_s: Math.max(...ready.map((r) => r.connect_s)),
+    generators: count,
+    sites: SITES,
+    fan_out: fanOut(),
+  };
   if (subs > 0) {
     await sleep(500); // let the joins settle (group memberships)
-    result.throughput = await throughput(subs);
+    // Warm-up publishes, one after the other (REST: the first requests of a
+    // fresh process are slow); unmeasured, still verified.
+    for (let i = 0; i < (cfg.warmupPublishes ?? 0); i++) await publish(1);
+    if (cfg.tputSeconds > 0) result.throughput = await throughput(subs);
     result.latency = [];
     for (const { label, rate } of cfg.latRates) {
-      const r = rate === "half" ? result.throughput.deliveries_per_s / 2 : rate;
-      result.latency.push({ label, ...(await latency(subs, r)) });
+      const r = rate === "half" ? (result.throughput?.deliveries_per_s ?? 0) / 2 : rate;
+      if (r > 0) result.latency.push({ label, ...(await latency(subs, r)) });
     }
   }
-  clearInterval(beats);
-  closeAll(opened.subs);
+  // Every socket against exactly what it was due, in its own thread.
+  const verdicts = await Promise.all(gens.map((g) => g.next("verified", { cmd: "verify", upTo: nextN })));
+  result.verification = Object.fromEntries(Object.keys(verdict).map((k) => [k, verdicts.reduce((a, v) => a + v.verdict[k], 0)]));
+  result.verification.changes = nextN;
+  result.verification.bad_sample = verdicts.flatMap((v) => v.bad).slice(0, 5);
+  closing = true;
+  const done = await Promise.all(gens.map((g) => g.next("done", { cmd: "close" })));
+  await Promise.all(gens.map((g) => g.worker.terminate()));
   publisher?.stdin.end();
+  const all = done.map((d) => d.totals);
+  const sum = (key) => all.reduce((a, t) => a + t[key], 0);
+  Object.assign(totals, {
+    received: Atomics.load(shared.ctrl, C_RECEIVED),
+    stray: Atomics.load(shared.ctrl, C_STRAY),
+    invalid: sum("invalid"),
+    invalidSample: all.find((t) => t.invalidSample)?.invalidSample ?? null,
+    unexpected: sum("unexpected"),
+    closedMidRun: open.closedMidRun,
+    frameBytes: all.find((t) => t.frameBytes)?.frameBytes ?? null,
+  });
   Object.assign(result, { totals, posts: { ok: posts.ok, failed: posts.failed, first_error: posts.firstError } });
   emit(result);
+}
+
+async function workerMain() {
+  // A socket worker of stream mode: its share of the sockets, counted into
+  // the shared memory, verified on the main thread's word.
+  ({ shared, log } = workerData);
+  const { index, of } = workerData;
+  const indices = range(cfg.count).filter((i) => i % of === index);
+  let primed = null;
+  if (cfg.prime && index === 0) {
+    // Herald loses the sockets that join a stream while its first join there
+    // is still joining the layer group (hub.add: two coroutines each make the
+    // group's dict, and the second drops the first's members). With `prime`,
+    // one socket joins first, so the others never race it: the figures are
+    // then those of a working fan-out. run.py --no-prime shows the race.
+    primed = await openAll(indices.slice(0, 1), streamTopic, 1);
+    parentPort.postMessage({ event: "primed" });
+    indices.shift();
+  }
+  const opened = await openAll(indices, streamTopic, Math.ceil((cfg.connectConcurrency ?? 64) / of));
+  if (primed) {
+    opened.subs.unshift(...primed.subs);
+    opened.failed += primed.failed;
+    opened.firstError ??= primed.firstError;
+  }
+  const beats = startHeartbeats(opened.subs);
+  const bySiteCount = new Map();
+  let all = 0;
+  for (const sub of opened.subs) {
+    if (sub.site === null) all++;
+    else bySiteCount.set(sub.site, (bySiteCount.get(sub.site) ?? 0) + 1);
+  }
+  const tid = Number(readFileSync("/proc/thread-self/stat", "utf8").split(" ", 1)[0]);
+  parentPort.postMessage({
+    event: "ready",
+    tid,
+    open: opened.subs.length,
+    failed: opened.failed,
+    first_error: opened.firstError,
+    connect_s: opened.seconds,
+    all,
+    bySite: [...bySiteCount],
+  });
+  parentPort.on("message", (m) => {
+    if (m.cmd === "verify") {
+      settleChanges(log, 0, m.upTo, bySite(opened.subs));
+      leftovers(opened.subs, Number.POSITIVE_INFINITY);
+      verdict.sockets = opened.subs.length;
+      const firstJoin = Math.min(...opened.subs.map((sub) => sub.joinedAt));
+      parentPort.postMessage({ event: "verified", verdict, bad: describeBad(firstJoin) });
+    } else if (m.cmd === "close") {
+      clearInterval(beats);
+      closeAll(opened.subs);
+      parentPort.postMessage({ event: "done", totals });
+    }
+  });
 }
 
 // ---- soak ------------------------------------------------------------------------------
 
 class Soak {
-  // Per change: how many sockets of its stream were joined when it was
-  // published (expected) and how many got it; a change settles `settleMs`
-  // after its publish, and whatever it still lacks then counts as missing.
-  constructor(capacity) {
-    this.expected = new Int32Array(capacity);
-    this.got = new Int32Array(capacity);
-    this.publishedAt = new Float64Array(capacity);
-    this.joined = new Int32Array(cfg.streams); // joined sockets per stream
+  // Every change settles `settleMs` after its publish: then each socket of its
+  // stream that was joined when it was published and lacks it counts one
+  // missing (per socket, see settleChanges), and frames no socket was due
+  // count extra.
+  constructor() {
     this.settled = 0; // changes [0, settled) are settled
-    this.missing = 0;
-    this.extra = 0; // frames beyond the expected count (a socket that joined late)
+    this.subsBySite = new Map(); // stream → every socket ever opened on it
+    this.subs = [];
     this.reconnects = 0;
     this.reconnectFailures = 0;
     this.firstCloseCode = null;
@@ -653,28 +1038,29 @@ class Soak {
     this.postMs = []; // this tick's publish times, until acknowledged
   }
 
-  delivered(n, t) {
-    if (n < 0 || n >= nextN) return void totals.stray++;
-    if (++this.got[n] > this.expected[n]) this.extra++;
-    if (this.latLen < this.lat.length) this.lat[this.latLen++] = now() - t / 1000;
+  add(sub) {
+    if (!this.subsBySite.has(sub.site)) this.subsBySite.set(sub.site, []);
+    this.subsBySite.get(sub.site).push(sub);
+    this.subs.push(sub);
   }
 
-  published(n, stream) {
-    this.expected[n] = this.joined[stream];
-    this.publishedAt[n] = now();
+  delivered(n, t) {
+    if (n < 0 || n >= nextN) return void totals.stray++;
+    if (this.latLen < this.lat.length) this.lat[this.latLen++] = now() - t / 1000;
   }
 
   settle(all = false) {
     const before = now() - this.settleMs;
-    while (this.settled < nextN && (all || this.publishedAt[this.settled] < before)) {
-      const n = this.settled++;
-      this.missing += Math.max(0, this.expected[n] - this.got[n]);
-    }
+    let to = this.settled;
+    while (to < nextN && (all || log.at[to] < before)) to++;
+    settleChanges(log, this.settled, to, this.subsBySite);
+    this.settled = to;
+    leftovers(this.subs, to);
+    verdict.sockets = this.subs.length;
   }
 
   closed(sub, code) {
     // The server closed a joined socket: count it, and open it again.
-    this.joined[sub.stream]--;
     this.firstCloseCode ??= code;
     this.retry(sub);
   }
@@ -688,14 +1074,15 @@ class Soak {
 
   async reopen(sub) {
     if (closing) return;
-    const again = new Sub(sub.topic, sub.url, sub.table);
-    Object.assign(again, { stream: sub.stream, index: sub.index, reconnects: sub.reconnects });
+    const again = new Sub(sub.topic, sub.url, { table: sub.table, site: sub.site });
+    Object.assign(again, { index: sub.index, reconnects: sub.reconnects });
     soakSubs[sub.index] = again;
+    this.add(again);
     try {
       await again.open();
-      this.joined[again.stream]++;
     } catch {
       this.reconnectFailures++;
+      again.closedAt = Math.min(again.closedAt, now());
       again.ws?.terminate();
       this.retry(again);
     }
@@ -717,28 +1104,32 @@ let soakSubs = [];
 async function soakMode() {
   const { streams, rate, soakSeconds, tickSeconds } = cfg;
   const tableOf = (s) => `${cfg.table}${s}`;
-  soak = new Soak(Math.ceil(rate * (soakSeconds + 60)) + 1000);
-  // Opened as openAll does, each socket knowing its stream and its slot.
+  soak = new Soak();
+  log = new Changes(Math.ceil(rate * (soakSeconds + 60)) + 1000);
+  // Opened as openAll does, each socket knowing its stream (its "site") and its slot.
   const errors = [];
   let next = 0;
   const started = now();
-  async function worker() {
-    while (next < cfg.count) {
+  async function worker(until = cfg.count) {
+    while (next < Math.min(until, cfg.count)) {
       const i = next++;
       const stream = i % streams;
-      const sub = new Sub(`realtime:soak-${stream}`, URLS[i % URLS.length], tableOf(stream));
-      Object.assign(sub, { stream, index: i, reconnects: 0 });
+      const sub = new Sub(`realtime:soak-${stream}`, URLS[i % URLS.length], { table: tableOf(stream), site: stream });
+      Object.assign(sub, { index: i, reconnects: 0 });
       soakSubs[i] = sub;
+      soak.add(sub);
       try {
         await sub.open();
-        soak.joined[stream]++;
       } catch (e) {
+        sub.closedAt = Math.min(sub.closedAt, now());
         errors.push(String(e));
       }
     }
   }
-  await Promise.all(Array.from({ length: cfg.connectConcurrency ?? 64 }, worker));
-  const joinedAll = soak.joined.reduce((a, b) => a + b, 0);
+  // `prime`: one socket per stream joins alone first (see workerMain).
+  if (cfg.prime) for (let s = 0; s < Math.min(streams, cfg.count); s++) await worker(s + 1);
+  await Promise.all(Array.from({ length: cfg.connectConcurrency ?? 64 }, () => worker()));
+  const joinedAll = soakSubs.filter((s) => s.live).length;
   emit({ event: "ready", open: joinedAll, failed: errors.length, first_error: errors[0] ?? null, connect_s: (now() - started) / 1000 });
   const beats = setInterval(() => {
     // Every socket beats every 25 s, spread over the period (see startHeartbeats).
@@ -750,28 +1141,14 @@ async function soakMode() {
   // a fixed 50 ms schedule whatever the server does (open loop).
   const t0 = now();
   const tick = 50;
-  const total = Math.round(rate * soakSeconds);
+  const total = Math.min(log.at.length, Math.round(rate * soakSeconds));
   let last = { t: t0, received: totals.received, published: 0 };
   let nextTick = t0 + tickSeconds * 1000;
-  const failed = { count: 0, first: null };
   for (let k = 1; nextN < total && k <= total * 20 + 1; k++) {
     const due = Math.min(total, Math.round((rate * k * tick) / 1000));
     while (nextN < due) {
-      const n = nextN++;
-      const stream = n % streams;
-      soak.published(n, stream);
-      const record = { id: n, bench_n: n, bench_t: Math.round(now() * 1000), site_id: 42, status: "published", body: PAD };
-      posts.inFlight++;
-      const sent = now();
-      send([record], tableOf(stream))
-        .then(() => {
-          posts.ok++;
-          soak.postMs.push(now() - sent);
-        }, (e) => {
-          posts.failed++;
-          posts.firstError ??= String(e);
-        })
-        .finally(() => posts.inFlight--);
+      const stream = nextN % streams;
+      publish(1, { table: tableOf(stream), site: () => stream, postMs: soak.postMs });
     }
     if (now() >= nextTick) {
       soakTick(last, "tick");
@@ -800,14 +1177,14 @@ function soakTick(last, event, all = false) {
     event,
     seconds: (t - last.t) / 1000,
     open,
-    joined: soak.joined.reduce((a, b) => a + b, 0),
+    joined: soakSubs.filter((s) => s?.live && s.closedAt === Infinity).length,
     published: nextN,
     published_in_tick: nextN - last.published,
     received: totals.received,
     deliveries_per_s: ((totals.received - last.received) * 1000) / (t - last.t),
-    missing: soak.missing,
     settled: soak.settled,
-    extra: soak.extra,
+    // Per socket, over the settled changes (see settleChanges).
+    ...verdict,
     reconnects: soak.reconnects,
     reconnect_failures: soak.reconnectFailures,
     first_close_code: soak.firstCloseCode,
@@ -819,17 +1196,21 @@ function soakTick(last, event, all = false) {
   });
 }
 
-const deadline = setTimeout(() => {
-  emit({ event: "error", error: `loadgen ran past ${cfg.maxSeconds}s` });
-  process.exit(2);
-}, cfg.maxSeconds * 1000);
+if (isMainThread) {
+  const deadline = setTimeout(() => {
+    emit({ event: "error", error: `loadgen ran past ${cfg.maxSeconds}s` });
+    process.exit(2);
+  }, cfg.maxSeconds * 1000);
 
-try {
-  const modes = { idle: idleMode, stream: streamMode, soak: soakMode };
-  await modes[cfg.mode]();
-} catch (e) {
-  emit({ event: "error", error: String(e?.stack ?? e) });
-  process.exitCode = 1;
+  try {
+    const modes = { idle: idleMode, stream: streamMode, soak: soakMode };
+    await modes[cfg.mode]();
+  } catch (e) {
+    emit({ event: "error", error: String(e?.stack ?? e) });
+    process.exitCode = 1;
+  }
+  clearTimeout(deadline);
+  process.exit();
+} else {
+  await workerMain();
 }
-clearTimeout(deadline);
-process.exit();

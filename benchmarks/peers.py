@@ -200,6 +200,9 @@ def loadgen_config(
         "redisPid": redis.process.pid,
         "clockTicks": os.sysconf("SC_CLK_TCK"),
         "connectConcurrency": 64,
+        # As make bench: sockets over worker threads, one joined alone first.
+        "generators": 3,
+        "prime": True,
         "batch": args.batch,
         "windowSeconds": args.window,
         "maxPosts": args.posts,

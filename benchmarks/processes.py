@@ -86,8 +86,12 @@ class LoadGen:
     def __init__(self, config: dict[str, Any], *, log: Path) -> None:
         self._log = open(log, "ab")  # noqa: SIM115 - closed in wait()
         self.log_path = log
+        # In a file: a thousand user tokens outgrow one argument (128 KB).
+        mode = config.get("mode", "run")
+        config_file = log.with_name(f"{log.stem}-{mode}-config.json")
+        config_file.write_text(json.dumps(config))
         self.process = subprocess.Popen(
-            ["node", str(HERE / "loadgen.mjs"), json.dumps(config)],
+            ["node", str(HERE / "loadgen.mjs"), str(config_file)],
             cwd=HERE,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

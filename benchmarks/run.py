@@ -1,19 +1,35 @@
-"""`make bench`: Herald's fan-out against the naive Channels design, in one run.
+"""`make bench`: Herald's fan-out, best case and realistic, in one run.
 
 Starts a throwaway Redis and PostgreSQL (the production shape), migrates a fresh
-database, creates a tenant, then for each design starts ONE daphne process per
-workload and drives it with benchmarks/loadgen.mjs (Node + ws, same machine):
+database, creates a tenant, then runs the workloads `--workloads` names, each
+against a fresh daphne process, driven by benchmarks/loadgen.mjs (Node + ws,
+same machine; its sockets split over `--generators` worker threads):
 
-1. RSS: the server's RSS before and after N idle joined sockets, per socket;
-2. throughput: S subscribers on one stream, changes published as fast as they
-   are delivered (closed loop), deliveries/s counted at the receivers;
-3. latency: publish-to-receive p50/p95/p99 at half Herald's measured maximum
-   (the naive design also at half its own maximum).
+- single: the best case, Herald against the naive Channels design. Every
+  subscriber uses the tenant's secret key, one binding, no filter, no row
+  policy: one audience. (a) RSS before and after N idle joined sockets;
+  (b) throughput: S subscribers on one stream, changes published as fast as
+  they are delivered (closed loop), deliveries/s counted at the receivers;
+  (c) publish-to-receive p50/p95/p99 at half the 30,000/s goal and at half
+  each design's measured maximum.
+- realistic (Herald): S subscribers, each with its own user token (signed
+  with the tenant's secret, role `authenticated`, `sub` user-i, claim
+  `site_id` i mod 100), a row policy `site_id = claims.site_id` for that role
+  on the table, and a binding filter `site_id=eq.<i mod 100>`; one change per
+  publish, spread over the 100 sites. Throughput and latency as above.
+- rest (Herald): the single workload's subscribers, changes POSTed one per
+  request to POST /api/changes (database write included) at a fixed
+  `--rest-rate` deliveries/s; publish-to-receive p50/p95/p99.
 
 Changes go straight to the channel layer by default (benchmarks/publisher.py),
-which isolates fan-out from database writes; `--publish rest` POSTs them to the
-measured process instead. Prints one table with the ratios and the issue's
-goals; every process it starts is stopped before it exits.
+which isolates fan-out from database writes; `--publish rest` makes the single
+and realistic workloads POST them too. Server CPU per delivery is printed beside
+every rate (the server process's CPU time over the deliveries counted), and the
+realistic / single-audience ratio of it. Every socket is verified at the end of
+each stream workload: it must have received exactly the changes of its site
+published after its join, once each, in cursor order; any missing, extra,
+duplicate or out-of-order frame fails the run (exit 1). Every process it
+starts is stopped before it exits.
 """
 
 from __future__ import annotations
@@ -44,8 +60,15 @@ from benchmarks.processes import (  # noqa: E402
     rss_kb,
     versions,
 )
-from benchmarks.report import GOAL_RATE, dig, goals, report  # noqa: E402
-from tests.server import Server  # noqa: E402
+from benchmarks.report import (  # noqa: E402
+    GOAL_RATE,
+    dig,
+    goals,
+    report,
+    report_workloads,
+    verification_ok,
+)
+from tests.server import Server, manage  # noqa: E402
 from tests.services import Redis  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -57,7 +80,14 @@ DESIGN_NAMES = {"herald": "Herald", "naive": "naive"}
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--designs", default="herald,naive")
+    parser.add_argument(
+        "--workloads",
+        default="single,realistic,rest",
+        help="comma-separated: single (Herald and the naive design, one "
+        "audience), realistic (own tokens, row policy, filters), rest (POST "
+        "/api/changes at --rest-rate)",
+    )
+    parser.add_argument("--designs", default="herald,naive", help="of `single`")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--idle", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=12, help="throughput phase")
@@ -96,6 +126,34 @@ def parse_args() -> argparse.Namespace:
         help="send changes straight to the channel layer (fan-out alone), or "
         "POST /api/changes to the measured process (database write included)",
     )
+    parser.add_argument(
+        "--sites", type=int, default=100, help="realistic: sites (claim site_id)"
+    )
+    parser.add_argument(
+        "--realistic-posts",
+        type=int,
+        default=8,
+        help="realistic: publishes in flight (one change each)",
+    )
+    parser.add_argument(
+        "--rest-rate",
+        type=float,
+        default=15_000,
+        help="rest: deliveries/s offered (one POST per change)",
+    )
+    parser.add_argument(
+        "--generators",
+        type=int,
+        default=3,
+        help="worker threads of the load generator holding the sockets",
+    )
+    parser.add_argument(
+        "--no-prime",
+        dest="prime",
+        action="store_false",
+        help="open every socket at once, without joining one alone first "
+        "(shows Herald losing the sockets that race the first join of a stream)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
         "--profile", type=Path, help="py-spy the server's throughput phase into DIR"
@@ -126,6 +184,8 @@ def loadgen_config(
         "serverPid": server.process.pid,
         "clockTicks": os.sysconf("SC_CLK_TCK"),
         "connectConcurrency": 64,
+        "generators": args.generators,
+        "prime": args.prime,
         "batch": args.batch,
         "windowSeconds": args.window,
         "maxPosts": args.posts,
@@ -201,7 +261,7 @@ def measure_stream(
 ) -> tuple[dict[str, Any], list[str] | None]:
     stream = {**config, "mode": "stream", "count": args.subscribers}
     stream["latRates"] = lat_rates
-    stream["maxSeconds"] = 90 + args.seconds + 25 * len(lat_rates)
+    stream["maxSeconds"] = 120 + args.seconds + 25 * len(lat_rates)
     gen = LoadGen(stream, log=log)
     profile = None
     try:
@@ -254,12 +314,95 @@ def measure_design(
     return result
 
 
+# --- the realistic and REST workloads (Herald) -----------------------------------
+
+REALISTIC_SETUP = """
+import json
+from realtime.auth import token_mint
+from realtime.models import Tenant
+from realtime.services.tenants import row_policy_add
+tenant = Tenant.objects.get(slug={slug!r})
+row_policy_add(
+    tenant=tenant,
+    table={table!r},
+    role="authenticated",
+    rules=[{{"column": "site_id", "claim": "site_id"}}],
+    actor="bench",
+)
+tokens = [
+    token_mint(
+        tenant=tenant,
+        role="authenticated",
+        sub=f"user-{{i}}",
+        claims={{"site_id": i % {sites}}},
+        ttl=3600,
+    )
+    for i in range({count})
+]
+print(json.dumps(tokens))
+"""
+
+
+def realistic_setup(
+    env: dict[str, str], tenant: dict[str, str], args: argparse.Namespace
+) -> list[str]:
+    """The row policy on the table, and one user token per subscriber."""
+    code = REALISTIC_SETUP.format(
+        slug=tenant["tenant"], table=TABLE, sites=args.sites, count=args.subscribers
+    )
+    out = manage(env, "shell", "-c", code)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_workload(
+    workload: str,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    tenant: dict[str, str],
+    redis: Redis,
+    logs: Path,
+    tokens: list[str] | None = None,
+) -> dict[str, Any]:
+    """One stream workload of Herald's other than `single`, on a fresh server."""
+    redis_flush(redis)
+    log = logs / f"{workload}-daphne.log"
+    print(f"[{workload}] starting its server", flush=True)
+    with serving("herald", env, log) as server:
+        config = loadgen_config(args, server, tenant)
+        config["redisPid"] = redis.process.pid
+        if workload == "realistic":
+            # Half its own maximum: the 15,000/s of the single workload is far
+            # beyond what a process fans out when every socket is an audience.
+            rates = [{"label": "half its max", "rate": "half"}]
+            config.update(
+                apikey=tenant["publishable_key"],
+                tokens=tokens,
+                sites=args.sites,
+                filterColumn="site_id",
+                batch=1,
+                maxPosts=args.realistic_posts,
+            )
+        else:  # rest
+            rates = [{"label": "fixed rate, REST", "rate": args.rest_rate}]
+            config.update(publish="rest", tputSeconds=0, warmupPublishes=30)
+        stream, profile = measure_stream(
+            workload, args, config, server, rates, logs / f"{workload}-loadgen.log"
+        )
+    return {"stream": stream, "profile": profile, "errors": log_errors(log)}
+
+
 # --- main ------------------------------------------------------------------------
 
 
 def main() -> int:
     args = parse_args()
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(workloads) - {"single", "realistic", "rest"}
+    if unknown:
+        raise SystemExit(f"unknown workloads: {', '.join(sorted(unknown))}")
     designs = [d.strip() for d in args.designs.split(",") if d.strip()]
+    if "single" not in workloads:
+        designs = []
     unknown = set(designs) - set(SERVERS)
     if unknown:
         raise SystemExit(f"unknown designs: {', '.join(sorted(unknown))}")
@@ -268,8 +411,9 @@ def main() -> int:
     raise_fd_limit()
     logs = Path(tempfile.mkdtemp(prefix="herald-bench-"))
     results: dict[str, dict[str, Any]] = {}
+    others: dict[str, dict[str, Any]] = {}
     with bench_stack("Bench") as (redis, env, tenant):
-        print(describe(args, logs), flush=True)
+        print(describe(args, workloads, logs), flush=True)
         load = busy_cores()
         print(
             f"Before the run, other processes kept {load:.2f} cores busy.", flush=True
@@ -279,15 +423,25 @@ def main() -> int:
         for name in designs:
             rates = latency_rates(name, args, results)
             results[name] = measure_design(name, args, env, tenant, redis, rates, logs)
-    report(results, args)
-    goals(results)
-    for name, res in results.items():
+        if "realistic" in workloads:
+            tokens = realistic_setup(env, tenant, args)
+            others["realistic"] = measure_workload(
+                "realistic", args, env, tenant, redis, logs, tokens
+            )
+        if "rest" in workloads:
+            others["rest"] = measure_workload("rest", args, env, tenant, redis, logs)
+    if args.json:  # before the report: raw figures even if a report fails
+        args.json.write_text(json.dumps({"single": results, **others}, indent=2))
+    if results:
+        report(results, args)
+    report_workloads(results, others, args)
+    if results:
+        goals(results)
+    for name, res in [*results.items(), *others.items()]:
         if res["profile"]:
             print(f"\npy-spy, {name} server, throughput phase:")
             print("\n".join(res["profile"]))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return 0 if verification_ok(results, others) else 1
 
 
 def latency_rates(
@@ -309,7 +463,7 @@ def latency_rates(
     return rates
 
 
-def describe(args: argparse.Namespace, logs: Path) -> str:
+def describe(args: argparse.Namespace, workloads: list[str], logs: Path) -> str:
     publishing = (
         "benchmarks/publisher.py sends each change straight to the channel layer "
         "(realtime.layer.changes_send, no database write): fan-out alone"
@@ -319,10 +473,12 @@ def describe(args: argparse.Namespace, logs: Path) -> str:
     )
     return (
         f"Stack: {versions()}; {os.cpu_count()} CPUs; one daphne process per workload; "
-        f"vsn {args.vsn}; topics: {args.topics} (stream), {args.idle_topics} (idle).\n"
-        f"Publishing: {publishing}; {args.batch} changes at a time in the "
+        f"vsn {args.vsn}; workloads: {', '.join(workloads)}; "
+        f"{args.subscribers} subscribers over {args.generators} generator threads.\n"
+        f"Publishing: {publishing}; single: {args.batch} changes per publish in the "
         "throughput phase, one at a time in the latency phases (per 20 ms above "
-        "50/s).\n"
+        "50/s); realistic and rest: one change per publish, "
+        f"{args.realistic_posts} publishes in flight in the throughput phase.\n"
         f"Tenant socket limits lifted for the load generator. Logs: {logs}"
     )
 

@@ -10,16 +10,30 @@ for `--minutes` (by default with POST /api/changes spread over the processes:
 the whole path, database write included; `--publish layer` sends them straight
 to the channel layer). Every `--tick` seconds it prints, per server process,
 RSS (from /proc) and CPU, and for the run: deliveries/s at the receivers,
-frames expected but missing (a change is settled 10 s after its publish; then
-each socket that was joined to its stream when it was published and lacks it
-counts one), `herald_drops_total` from each process's /metrics, reconnects and
-the latency of the tick's deliveries.
+frames missing, `herald_drops_total` from each process's /metrics, reconnects
+and the latency of the tick's deliveries.
+
+Deliveries are checked per socket, never as totals per change (those would net
+a socket that got a change twice against one that missed it). Each socket
+records the cursor of every change it receives; a change settles 10 s after its
+publish, and then every socket of its stream that was joined when it was
+published (and not yet closed) and lacks it counts one missing; a frame of a
+change a socket was not due (another stream's, or published before its join)
+counts extra; a second frame of a change, a duplicate; a cursor lower than one
+the socket already had, out of order; a cursor other than the publisher's,
+wrong. A socket the server closed is checked up to its close; its reconnection
+is a socket of its own.
 
 Verdict: memory must not grow once connections are steady. The first samples
 after the warm-up (default a third of the run, at most 2 minutes) are the
 baseline; the mean RSS of the last two samples is compared with the mean of the
 first two steady ones, per process, and growth of `--threshold` percent (5) or
-more fails. Frames missing or dropped fail too. Exits 1 on a failure.
+more fails. Any missing, extra, duplicate, out-of-order or wrong-cursor frame
+fails too, as do drops. Exits 1 on a failure.
+
+One socket per stream joins alone before the others (`--no-prime`: all at
+once): Herald drops the sockets that join a stream while its first join there
+is still joining the layer group.
 """
 
 from __future__ import annotations
@@ -69,6 +83,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--threshold", type=float, default=5.0, help="RSS growth, percent, that fails"
+    )
+    parser.add_argument(
+        "--no-prime",
+        dest="prime",
+        action="store_false",
+        help="open every socket at once, without one per stream first",
     )
     parser.add_argument("--json", type=Path, help="also write the samples here")
     return parser.parse_args()
@@ -185,14 +205,21 @@ def verdict(
         )
     gen = samples[-1]["loadgen"]
     drops = samples[-1]["drops"]
-    delivered_ok = gen["missing"] == 0 and drops == 0 and gen["invalid"] == 0
+    wrong = {k: gen[k] for k in PER_SOCKET}
+    delivered_ok = not any(wrong.values()) and drops == 0 and gen["invalid"] == 0
     ok = ok and delivered_ok
+    counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in wrong.items())
     lines.append(
-        f"deliveries: {gen['received']:,} received, {gen['missing']:,} missing, "
-        f"{drops:.0f} dropped (herald_drops_total), {gen['invalid']} invalid, "
-        f"{gen['reconnects']} reconnects: {'PASS' if delivered_ok else 'FAIL'}"
+        f"deliveries: {gen['received']:,} received; per socket: {counts} "
+        f"({gen['bad_sockets']} of {gen['sockets']:,} sockets wrong; "
+        f"{gen['late']} arrived after their change settled); {drops:.0f} dropped "
+        f"(herald_drops_total), {gen['invalid']} invalid, {gen['reconnects']} "
+        f"reconnects: {'PASS' if delivered_ok else 'FAIL'}"
     )
     return ok, lines
+
+
+PER_SOCKET = ("missing", "extra", "duplicates", "out_of_order", "wrong_seq")
 
 
 def rss_slope(samples: list[dict[str, Any]], i: int) -> float:
@@ -249,6 +276,7 @@ def main() -> int:
                 "settleSeconds": 10,
                 "maxReconnects": 20,
                 "connectConcurrency": 64,
+                "prime": args.prime,
                 "serverPid": [s.process.pid for s in servers],
                 "clockTicks": os.sysconf("SC_CLK_TCK"),
                 "maxSeconds": soak_seconds + 900,
