@@ -80,10 +80,15 @@ bench: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 # --- Against its peers: a Python websockets ceiling, Socket.IO on Node, naive ------
 # --- Soak: 10,000 connections for 10 minutes, memory per process (not in `make test`)
 
-.PHONY: bench-peers soak
+.PHONY: bench-peers soak bench-joins
 
 bench-peers: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 	$(BIN)/python -m benchmarks.peers $(BENCH_ARGS)
 
 soak: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+# --- A reconnect storm: N sockets connect, then all join with their own tokens ---
+
+bench-joins: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.joins $(BENCH_ARGS)
