@@ -61,6 +61,7 @@ from realtime.presence import (
 )
 from realtime.protocol import BROADCAST, POSTGRES_CHANGES, PRESENCE_DIFF, Codec
 from realtime.protocol.binary import encode_user_broadcast
+from realtime.relay import Relay
 from realtime.row_policy import relevant_claims, row_visible
 from realtime.selectors import Rules, row_policy_rules
 from subscriptions.services import subscriptions_flush
@@ -686,6 +687,9 @@ def seconds_since(timestamp: str) -> float:
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = (
     weakref.WeakKeyDictionary()
 )
+_relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Relay] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def running_hubs() -> list[Hub]:
@@ -698,4 +702,7 @@ def hub() -> Hub:
     found = _hubs.get(loop)
     if found is None:
         found = _hubs[loop] = Hub()
+        # Changes reach this process's sockets by its own read of the log.
+        relay = _relays[loop] = Relay(found)
+        relay.start()
     return found

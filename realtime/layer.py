@@ -42,6 +42,10 @@ RECEIVE_BATCH = 100
 # Every process listens here for orders about its sockets (revoked keys,
 # suspended tenants, admin disconnects).
 CONTROL_GROUP = "herald.control"
+# Every process's relay (realtime/relay.py) listens here for hints that the
+# change log or herald_messages has new rows: a few bytes, never the changes.
+RELAY_GROUP = "herald.relay"
+WAKE_TYPE = "relay.wake"
 
 
 def layer() -> BaseChannelLayer:
@@ -214,6 +218,12 @@ def disconnect_send(
         "topic": topic,
     }
     layer_sync(layer().group_send, CONTROL_GROUP, message)
+
+
+def wake_send(tenant_ids: Sequence[int | None]) -> None:
+    """Hint every relay that these tenants (None: some tenant) have new rows."""
+    message = {"type": WAKE_TYPE, "tenants": list(tenant_ids)}
+    layer_sync(layer().group_send, RELAY_GROUP, message)
 
 
 def commit_timestamp(update: LiveUpdate) -> str:
