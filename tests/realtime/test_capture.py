@@ -84,7 +84,7 @@ def test_raw_sql_is_recorded(tenant):
     with connection.cursor() as cursor:
         cursor.execute("UPDATE tracked_article SET title = 'raw' WHERE id = %s", [a.pk])
         cursor.execute("DELETE FROM tracked_article WHERE id = %s", [a.pk])
-    insert, update, delete = changes()
+    _insert, update, delete = changes()
     assert update.record["title"] == "raw" and update.old_record["title"] == "Hello"
     assert delete.old_record["title"] == "raw"
 
