@@ -75,7 +75,7 @@ def _spec_of(tracked: TrackedTable, columns: Sequence[sql.Column] = ()) -> sql.S
     )
 
 
-def _check(
+def table_check(
     db_table: str, tenant_kind: str, tenant_value: str, exclude: Sequence[str]
 ) -> None:
     for name in [db_table, *exclude] + (
@@ -112,7 +112,7 @@ def table_track(
         raise errors.InvalidInput("name a tenant, or the column holding its slug")
     kind, value = ("fixed", tenant_slug) if tenant_slug else ("slug", tenant_column)
     assert value is not None
-    _check(db_table, kind, value, exclude)
+    table_check(db_table, kind, value, exclude)
     with transaction.atomic():
         tracked, created = TrackedTable.objects.update_or_create(
             db_table=db_table,
