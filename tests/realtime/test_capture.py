@@ -14,7 +14,7 @@ from django.db import connection, transaction
 
 from audit.models import ActivityLog, EventType
 from realtime.capture.services import table_track, table_untrack
-from realtime.models import LiveUpdate, Tenant, TrackedTable
+from realtime.models import HeraldMessage, LiveUpdate, Tenant, TrackedTable
 from tests.conftest import current_database_url
 from tests.server import manage
 from tests.tracked.models import Article
@@ -244,3 +244,40 @@ def test_concurrent_writers_commit_a_tenants_cursors_in_order(tenant):
     assert done.is_set()
     titles = [c.record["title"] for c in changes()]
     assert titles == ["first", "second"]
+
+
+def test_a_writer_with_only_the_readme_grants_is_captured(tenant, jobs):
+    """SECURITY INVOKER: the writer's own rights, which the README lists."""
+    table_track(db_table="jobs", tenant_column="site")
+    slug = tenant.tenant.slug
+    psql = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
+    script = f"""
+        CREATE ROLE herald_worker;
+        GRANT SELECT (id, slug) ON realtime_tenant TO herald_worker;
+        GRANT INSERT ON realtime_liveupdate TO herald_worker;
+        GRANT USAGE ON SEQUENCE realtime_liveupdate_id_seq TO herald_worker;
+        GRANT SELECT (db_table, skipped), UPDATE (skipped, last_skipped_at)
+            ON realtime_trackedtable TO herald_worker;
+        GRANT INSERT ON herald_messages TO herald_worker;
+        GRANT USAGE ON SEQUENCE herald_messages_id_seq TO herald_worker;
+        GRANT INSERT, UPDATE, SELECT ON jobs TO herald_worker;
+        GRANT USAGE ON SEQUENCE jobs_id_seq TO herald_worker;
+        SET ROLE herald_worker;
+        INSERT INTO jobs (site, state) VALUES ('{slug}', 'new');
+        INSERT INTO jobs (site, state) VALUES ('nobody', 'new');
+        SELECT herald_send('{slug}', 'room', 'done', '{{"ok": true}}', false);
+        RESET ROLE;
+        DROP OWNED BY herald_worker;
+        DROP ROLE herald_worker;
+    """
+    result = subprocess.run(
+        [psql, current_database_url(), "-v", "ON_ERROR_STOP=1", "-c", script],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    [change] = changes()
+    assert change.record["state"] == "new"
+    assert TrackedTable.objects.get(db_table="jobs").skipped == 1
+    [message] = HeraldMessage.objects.all()
+    assert (message.topic, message.payload) == ("room", {"ok": True})
