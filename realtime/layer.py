@@ -107,6 +107,11 @@ def node_channel() -> str:
     return f"herald.node.{uuid.uuid4().hex}"
 
 
+def relay_channel() -> str:
+    """A channel for one process's relay (hints only; see realtime/relay.py)."""
+    return f"herald.relay.{uuid.uuid4().hex}"
+
+
 async def receive_many(channel_layer: BaseChannelLayer, channel: str) -> list[Any]:
     """The messages waiting on a plain channel (up to RECEIVE_BATCH), else
     the next one to arrive; an empty list when a wait runs out.

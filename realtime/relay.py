@@ -39,7 +39,7 @@ from realtime.layer import (
     RELAY_GROUP,
     changes_messages,
     layer,
-    node_channel,
+    relay_channel,
     topic_group,
 )
 from realtime.models import HeraldMessage, LiveUpdate, Tenant
@@ -202,7 +202,7 @@ class Relay:
         self.hub = hub
         self.reader = LogReader()
         self.woken = asyncio.Event()
-        self.channel = node_channel()
+        self.channel = relay_channel()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
