@@ -62,6 +62,16 @@ def _tenant_condition(spec: Spec, ref: str) -> str:
 # --- PostgreSQL ----------------------------------------------------------------
 
 
+def _iso(text: str) -> str:
+    """SQL: a timestamptz given as text, as Python's isoformat() in UTC."""
+    ts = f"({text})::timestamptz AT TIME ZONE 'UTC'"
+    return (
+        f"to_char({ts}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+        f"date_part('microseconds', {ts})::bigint % 1000000 = 0 THEN '' "
+        f"ELSE to_char({ts}, '.US') END || '+00:00'"
+    )
+
+
 def postgres_install(spec: Spec, *, schema: str) -> list[str]:
     """Statements (re)creating the trigger function and the row trigger.
 
@@ -79,6 +89,7 @@ DECLARE
     old_rec jsonb;
     cols jsonb;
     numerics text[];
+    stamps text[];
     col text;
 BEGIN
     IF TG_OP = 'DELETE' THEN
@@ -103,8 +114,9 @@ BEGIN
     IF TG_OP <> 'DELETE' THEN rec := to_jsonb(NEW) - {excluded}; END IF;
     SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type',
                ty.typname) ORDER BY a.attnum), '[]'::jsonb),
-           array_agg(a.attname::text) FILTER (WHERE ty.typname = 'numeric')
-    INTO cols, numerics
+           array_agg(a.attname::text) FILTER (WHERE ty.typname = 'numeric'),
+           array_agg(a.attname::text) FILTER (WHERE ty.typname = 'timestamptz')
+    INTO cols, numerics, stamps
     FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
     WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
       AND NOT (a.attname::text = ANY ({excluded}));
@@ -116,6 +128,18 @@ BEGIN
         END IF;
         IF jsonb_typeof(old_rec -> col) = 'number' THEN
             old_rec := jsonb_set(old_rec, ARRAY[col], to_jsonb(old_rec ->> col));
+        END IF;
+    END LOOP;
+    -- timestamptz in UTC with all six digits of microseconds (none when
+    -- zero), as Herald's Python path writes it: to_jsonb drops trailing zeros
+    -- and uses the session's time zone.
+    FOREACH col IN ARRAY coalesce(stamps, ARRAY[]::text[]) LOOP
+        IF jsonb_typeof(rec -> col) = 'string' THEN
+            rec := jsonb_set(rec, ARRAY[col], to_jsonb({_iso("(rec ->> col)")}));
+        END IF;
+        IF jsonb_typeof(old_rec -> col) = 'string' THEN
+            old_rec := jsonb_set(old_rec, ARRAY[col],
+                                 to_jsonb({_iso("(old_rec ->> col)")}));
         END IF;
     END LOOP;
     INSERT INTO {herald}.realtime_liveupdate

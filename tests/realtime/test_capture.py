@@ -281,3 +281,22 @@ def test_a_writer_with_only_the_readme_grants_is_captured(tenant, jobs):
     assert TrackedTable.objects.get(db_table="jobs").skipped == 1
     [message] = HeraldMessage.objects.all()
     assert (message.topic, message.payload) == ("room", {"ok": True})
+
+
+def test_timestamps_are_recorded_as_the_python_path_writes_them(tenant):
+    """UTC, six digits of microseconds or none: what instance_record gives."""
+    from datetime import UTC, datetime
+
+    from realtime.tracking import instance_record
+
+    a = article(tenant)
+    for micro in (123450, 0, 7):
+        stamp = datetime(2026, 1, 2, 3, 4, 5, micro, tzinfo=UTC)
+        Article.objects.filter(pk=a.pk).update(updated_at=stamp)
+        a.refresh_from_db()
+        assert changes()[-1].record["updated_at"] == instance_record(a)["updated_at"]
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'Europe/Paris'")
+        cursor.execute("UPDATE tracked_article SET title = 'tz'")
+        cursor.execute("SET TIME ZONE 'UTC'")
+    assert changes()[-1].record["updated_at"] == "2026-01-02T03:04:05.000007+00:00"
