@@ -34,12 +34,15 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection
 
+from realtime.db import OUTAGE
 from realtime.layer import (
     BROADCAST_TYPE,
     RELAY_GROUP,
     changes_messages,
     layer,
     relay_channel,
+    stream_group,
+    tenant_group,
     topic_group,
 )
 from realtime.models import HeraldMessage, LiveUpdate, Tenant
@@ -236,16 +239,25 @@ class Relay:
     async def _run(self) -> None:
         interval = settings.HERALD_RELAY_POLL_INTERVAL
         read = database_sync_to_async(self.reader.read)
+        down = False
         while True:
             self.woken.clear()
             try:
                 batch = await read()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except OUTAGE as exc:
+                # The database is down: what commits meanwhile waits in the log.
+                if not down:
+                    logger.warning("Relay cannot read the change log: %s", exc)
+                down = True
+                await asyncio.sleep(1)
+                continue
+            except Exception:  # a process boundary: the relay must keep going
                 logger.exception("Relay could not read the change log; retrying")
                 await asyncio.sleep(1)
                 continue
+            down = False
             await self._deliver(batch)
             if batch.more:
                 continue
@@ -253,7 +265,16 @@ class Relay:
                 await asyncio.wait_for(self.woken.wait(), interval)
 
     async def _deliver(self, batch: Batch) -> None:
-        messages = changes_messages(batch.changes) if batch.changes else []
+        # Frames only for the streams this process has sockets on: every
+        # process reads every change, most of them due elsewhere.
+        local = self.hub.groups
+        due = [
+            c
+            for c in batch.changes
+            if stream_group(c.tenant_id, c.table) in local
+            or tenant_group(c.tenant_id) in local
+        ]
+        messages = changes_messages(due) if due else []
         messages += [broadcast_message(t, m) for t, m in batch.messages]
         if messages:
             await self.hub.dispatch_all(messages)
