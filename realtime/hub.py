@@ -704,5 +704,6 @@ def hub() -> Hub:
         found = _hubs[loop] = Hub()
         # Changes reach this process's sockets by its own read of the log.
         relay = _relays[loop] = Relay(found)
+        relay.prime()
         relay.start()
     return found

@@ -26,11 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection
 
@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 # Seconds between re-joins of the relay group (channels-redis expires group
 # memberships, and a restarted Redis forgets them).
 MEMBERSHIP_REFRESH = 30.0
+# Seconds the first socket's connect waits for the relay's cursors, at most.
+PRIME_TIMEOUT = 5.0
 
 
 @dataclass(slots=True)
@@ -207,6 +209,39 @@ class Relay:
         self.woken = asyncio.Event()
         self.channel = relay_channel()
         self._tasks: list[asyncio.Task[None]] = []
+        # A thread of its own, not the consumers' shared sync thread: a poll
+        # never queues behind their database work, nor theirs behind it.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="herald-relay")
+
+    def prime(self) -> None:
+        """Set the cursors at the end of the log before the first socket joins.
+
+        Called once per process, from the event loop, when its hub is made
+        (a socket is connecting): it waits for one read of the log heads on
+        the relay's thread. Left to the relay's loop, a join could complete
+        first and the changes committed in between would never reach it.
+        A database that is down leaves it to the loop (nothing commits then).
+        """
+        try:
+            self._executor.submit(self._start).result(timeout=PRIME_TIMEOUT)
+        except Exception as exc:
+            logger.warning("Relay starts without its cursors: %s", exc)
+
+    def _start(self) -> None:
+        try:
+            self.reader.start()
+        finally:
+            connection.close_if_unusable_or_obsolete()
+
+    def _read(self) -> Batch:
+        try:
+            return self.reader.read()
+        finally:
+            # As every request does: kept only with HERALD_DB_CONN_MAX_AGE, so
+            # by default the relay holds no session between polls (a "smart"
+            # PostgreSQL shutdown waits for sessions to end) and an outage
+            # leaves no broken connection behind.
+            connection.close_if_unusable_or_obsolete()
 
     def start(self) -> None:
         self._tasks = [
@@ -238,12 +273,12 @@ class Relay:
 
     async def _run(self) -> None:
         interval = settings.HERALD_RELAY_POLL_INTERVAL
-        read = database_sync_to_async(self.reader.read)
+        loop = asyncio.get_running_loop()
         down = False
         while True:
             self.woken.clear()
             try:
-                batch = await read()
+                batch = await loop.run_in_executor(self._executor, self._read)
             except asyncio.CancelledError:
                 raise
             except OUTAGE as exc:
