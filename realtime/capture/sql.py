@@ -91,6 +91,8 @@ DECLARE
     numerics text[];
     stamps text[];
     col text;
+    keys int;
+    cache jsonb;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         SELECT t.id INTO tenant FROM {herald}.realtime_tenant t
@@ -112,14 +114,30 @@ BEGIN
     PERFORM pg_advisory_xact_lock({CURSOR_LOCK_NAMESPACE}, tenant::int4);
     IF TG_OP <> 'INSERT' THEN old_rec := to_jsonb(OLD) - {excluded}; END IF;
     IF TG_OP <> 'DELETE' THEN rec := to_jsonb(NEW) - {excluded}; END IF;
-    SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type',
-               ty.typname) ORDER BY a.attnum), '[]'::jsonb),
-           array_agg(a.attname::text) FILTER (WHERE ty.typname = 'numeric'),
-           array_agg(a.attname::text) FILTER (WHERE ty.typname = 'timestamptz')
-    INTO cols, numerics, stamps
-    FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
-    WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
-      AND NOT (a.attname::text = ANY ({excluded}));
+    -- The columns (and which are numeric or timestamptz) come from the
+    -- catalog once per session and table, not per row (a catalog query per
+    -- row tripled the cost of a write); a column added or dropped changes
+    -- the record's key count, which reads the catalog again.
+    keys := (SELECT count(*) FROM jsonb_object_keys(coalesce(rec, old_rec)));
+    cache := NULLIF(current_setting('herald.capture_' || TG_RELID::text, true), '')
+             ::jsonb;
+    IF cache IS NULL OR (cache ->> 'k')::int <> keys THEN
+        SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type',
+                   ty.typname) ORDER BY a.attnum), '[]'::jsonb),
+               array_agg(a.attname::text) FILTER (WHERE ty.typname = 'numeric'),
+               array_agg(a.attname::text) FILTER (WHERE ty.typname = 'timestamptz')
+        INTO cols, numerics, stamps
+        FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+        WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+          AND NOT (a.attname::text = ANY ({excluded}));
+        PERFORM set_config('herald.capture_' || TG_RELID::text, jsonb_build_object(
+            'k', keys, 'c', cols, 'n', coalesce(to_jsonb(numerics), '[]'::jsonb),
+            's', coalesce(to_jsonb(stamps), '[]'::jsonb))::text, false);
+    ELSE
+        cols := cache -> 'c';
+        numerics := ARRAY(SELECT jsonb_array_elements_text(cache -> 'n'));
+        stamps := ARRAY(SELECT jsonb_array_elements_text(cache -> 's'));
+    END IF;
     -- numeric travels as text ("9.50"), as Herald's Python path sends it:
     -- a JSON number would lose its scale in most clients.
     FOREACH col IN ARRAY coalesce(numerics, ARRAY[]::text[]) LOOP
