@@ -36,6 +36,9 @@ class EventType(models.IntegerChoices):
     # 700: durable subscriptions
     SUBSCRIBE = 701, "subscribe"
     UNSUBSCRIBE = 702, "unsubscribe"
+    # 800: change capture
+    TABLE_TRACKED = 801, "table tracked"
+    TABLE_UNTRACKED = 802, "table untracked"
 
 
 class ActivityLog(models.Model):
