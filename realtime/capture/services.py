@@ -181,7 +181,8 @@ def model_track(
 ) -> None:
     """Install (or refresh) a tracked model's triggers; run after migrate."""
     db_table = model._meta.db_table
-    if db_table not in connection.introspection.table_names():
+    tables = connection.introspection.table_names()
+    if db_table not in tables or TrackedTable._meta.db_table not in tables:
         return  # migrated backwards, or not yet
     with transaction.atomic():
         tracked, _ = TrackedTable.objects.update_or_create(

@@ -5,7 +5,7 @@ import django.utils.timezone
 import realtime.validators
 from django.db import migrations, models
 
-from realtime.capture import messages
+from realtime.capture import messages, sql
 
 
 def install_messages_sql(apps, schema_editor):
@@ -20,7 +20,26 @@ def install_messages_sql(apps, schema_editor):
 
 
 def uninstall_messages_sql(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
+    """Backwards: drop every capture trigger too (they write tables going away)."""
+    connection = schema_editor.connection
+    tables = apps.get_model("realtime", "TrackedTable").objects.values_list(
+        "db_table", flat=True
+    )
+    existing = connection.introspection.table_names()
+    with connection.cursor() as cursor:
+        schema = "main"
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT current_schema()")
+            schema = cursor.fetchone()[0]
+        for table in [t for t in tables if t in existing]:
+            statements = (
+                sql.postgres_uninstall(table, schema=schema)
+                if connection.vendor == "postgresql"
+                else sql.sqlite_uninstall(table)
+            )
+            for statement in statements:
+                cursor.execute(statement)
+    if connection.vendor != "postgresql":
         return
     with schema_editor.connection.cursor() as cursor:
         cursor.execute("SELECT current_schema()")
