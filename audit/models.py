@@ -36,6 +36,10 @@ class EventType(models.IntegerChoices):
     # 700: durable subscriptions
     SUBSCRIBE = 701, "subscribe"
     UNSUBSCRIBE = 702, "unsubscribe"
+    # 800: identity
+    ISSUER_ADDED = 801, "issuer added"
+    ISSUER_CHANGED = 802, "issuer changed"
+    ISSUER_REMOVED = 803, "issuer removed"
 
 
 class ActivityLog(models.Model):
