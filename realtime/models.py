@@ -98,7 +98,8 @@ class RowPolicy(models.Model):
         default=list,
         blank=True,
         validators=[validate_rules],
-        help_text='[{"column": "site_id", "claim": "site_id"}]; empty: every row.',
+        help_text='[{"column": "site_id", "claim": "site_id"}]; empty: every row. '
+        '{"column": "site_id", "claim": "site_ids", "any": true}: one of a list.',
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -108,7 +109,10 @@ class RowPolicy(models.Model):
         indexes = [models.Index(fields=["tenant", "table", "role"])]
 
     def __str__(self) -> str:
-        rules = ", ".join(f"{r['column']}=claims.{r['claim']}" for r in self.rules)
+        rules = ", ".join(
+            f"{r['column']}{' in ' if r.get('any') else '='}claims.{r['claim']}"
+            for r in self.rules
+        )
         return f"{self.tenant.slug}.{self.table} for {self.role}: {rules or 'all rows'}"
 
 
