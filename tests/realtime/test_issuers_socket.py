@@ -139,3 +139,37 @@ def test_an_access_token_refresh_with_a_forged_token_closes_the_channel(
     socket.push("realtime:shop", "access_token", {"access_token": forged}, join_ref="1")
     closed = socket.recv_until(lambda f: f["event"] == "phx_close")
     assert closed["topic"] == "realtime:shop"
+
+
+def test_supabase_js_with_an_access_token_callback_receives_a_change(
+    tenant, herald_server, serve
+):
+    """An app whose users sign in elsewhere: supabase-js's `accessToken` option."""
+    from tests.realtime_clients import client_factory
+
+    pair = key_pair("RSA")
+    trusted_issuer_add(tenant=tenant.tenant, issuer=ISS, jwks_url=serve(pair).url)
+    row_policy_add(
+        tenant=tenant.tenant,
+        table="orders",
+        role="authenticated",
+        rules=[{"column": "site_id", "claim": "site_ids", "any": True}],
+    )
+    token = pair.sign(claims(ISS, sub="u1", role="authenticated", site_ids=[1, 2]))
+    with client_factory() as open_client:
+        client = open_client(
+            "supabase-js", herald_server, apikey=tenant.publishable_key, token=token
+        )
+        client.subscribe("shop", ORDERS)
+        since = client.mark()
+        publish(tenant, 1, site_id=3)
+        publish(tenant, 2, site_id=2)
+        got = client.change(lambda e: True, since=since)
+        assert got["payload"]["new"] == {"id": 2, "site_id": 2}
+        assert not client.matching(
+            lambda e: (
+                e["event"] == "postgres_changes"
+                and e["payload"]["new"].get("site_id") == 3
+            ),
+            since=since,
+        )
