@@ -9,6 +9,8 @@ is left to the tenant's own HS secret (realtime.auth). See README, "Identity".
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import math
 import time
@@ -19,6 +21,7 @@ import jwt
 import orjson
 
 from realtime import errors
+from realtime.db import in_db
 from realtime.jwks import (
     HMAC_ALGORITHMS,
     JwksUnavailable,
@@ -48,6 +51,34 @@ def issuer_matching(*, tenant: Tenant, token: str) -> TrustedIssuer | None:
         return None
     issuers = TrustedIssuer.objects.filter(tenant=tenant, issuer=iss)
     return issuers.order_by("id").first()
+
+
+async def issuer_keys_warm(*, tenant: Tenant, token: str) -> None:
+    """Fetch the JWKS a token will need before it is verified (sockets).
+
+    Channels runs every `database_sync_to_async` call of a process on one
+    shared thread: a JWKS fetch there (up to 5 s) would stall every socket's
+    database work, of every tenant. So the socket path fetches here first, in
+    the event loop's executor, and verification then finds the keys cached, or
+    the failed attempt recorded. Errors are left for verification to report.
+    """
+    try:
+        iss, (_alg, kid) = _unverified_iss(token), _header(token)
+    except errors.HeraldError:
+        return
+    if iss is None:
+        return
+    issuer = await in_db(_issuer_with_url, tenant_id=tenant.pk, iss=iss)
+    if issuer is not None:
+        cache_key = (issuer.tenant_id, issuer.pk, issuer.jwks_url)
+        with contextlib.suppress(JwksUnavailable):
+            await asyncio.to_thread(key_cache.keys, cache_key, kid=kid)
+
+
+def _issuer_with_url(*, tenant_id: int, iss: str) -> TrustedIssuer | None:
+    issuer = TrustedIssuer.objects.filter(tenant_id=tenant_id, issuer=iss)
+    found = issuer.order_by("id").first()
+    return found if found is not None and found.jwks_url else None
 
 
 def issuer_token_verify(

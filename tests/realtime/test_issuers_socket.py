@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from realtime.auth import token_mint
 from realtime.services.changes import ChangeInput, live_updates_record
 from realtime.services.issuers import trusted_issuer_add
 from realtime.services.tenants import TenantCredentials, row_policy_add
@@ -173,3 +174,22 @@ def test_supabase_js_with_an_access_token_callback_receives_a_change(
             ),
             since=since,
         )
+
+
+def test_a_slow_jwks_does_not_hold_up_other_tenants_joins(make_tenant, sockets, serve):
+    slow_tenant, other = make_tenant("Slow"), make_tenant("Other")
+    pair = key_pair("RSA")
+    server = serve(pair)
+    server.mode = "slow"
+    shop(slow_tenant, server.url)
+    waiting = sockets(slow_tenant.publishable_key)
+    payload = {"config": {"postgres_changes": ORDERS}, "access_token": user(pair, 1)}
+    ref = waiting.push("realtime:shop", "phx_join", payload, join_ref="1", ref="1")
+    time.sleep(0.5)  # the slow tenant's fetch is under way
+    bystander = sockets(other.publishable_key)
+    started = time.monotonic()
+    token = token_mint(tenant=other.tenant, role="authenticated", ttl=60)
+    assert bystander.join("room", token=token)["payload"]["status"] == "ok"
+    assert time.monotonic() - started < 2
+    refused = waiting.reply_to(ref)
+    assert refused["payload"]["response"]["reason"].startswith("JwtSignerError: ")
