@@ -410,3 +410,25 @@ def test_the_admin_never_shows_an_issuers_secret(client, tenant):
     issuer.refresh_from_db()
     assert (issuer.hs_secret, issuer.default_role) == (HS_SECRET, "member")
     assert ActivityLog.objects.filter(event_type=EventType.ISSUER_CHANGED).exists()
+
+
+def test_copied_claims_narrow_what_policies_see(tenant, rsa):
+    trust(tenant, static_keys=jwks_of(rsa).decode(), copied_claims=["site_id"])
+    token = rsa.sign(user_claims(site_id=3, email="ann@example.com"))
+    principal = resolve(tenant, token)
+    assert principal.claims["site_id"] == 3 and "email" not in principal.claims
+    assert (principal.sub, principal.role) == ("u1", "authenticated")
+
+
+@pytest.mark.parametrize(
+    "jwk",
+    [
+        {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0", "kid": "h"},
+        {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "d": "AA", "kid": "p"},
+    ],
+)
+def test_symmetric_or_private_keys_are_refused_as_issuer_keys(tenant, jwk):
+    import json
+
+    with pytest.raises(ValidationError):
+        trust(tenant, static_keys=json.dumps({"keys": [jwk]}))
