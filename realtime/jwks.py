@@ -49,7 +49,11 @@ ALGORITHMS_BY_KIND: dict[tuple[str, str], frozenset[str]] = {
 CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
 
 CONNECT_TIMEOUT = 2.0
-FETCH_TIMEOUT = 5.0  # the whole fetch, checked between chunks too
+FETCH_TIMEOUT = 5.0  # the whole fetch, checked between chunks
+# Each wait for bytes: a server that stalls before answering is given up on
+# within CONNECT_TIMEOUT + READ_TIMEOUT = FETCH_TIMEOUT; one that trickles, at
+# the first chunk past FETCH_TIMEOUT (at worst READ_TIMEOUT later).
+READ_TIMEOUT = FETCH_TIMEOUT - CONNECT_TIMEOUT
 MAX_JWKS_BYTES = 1_000_000
 MAX_KEYS = 100
 REFRESH_INTERVAL = 30.0  # at most one fetch per issuer in this many seconds
@@ -145,13 +149,15 @@ def parse_static_keys(text: str) -> list[PublicKey]:
 def fetch_jwks(url: str) -> list[PublicKey]:
     """GET a JWKS: bounded in time and size; any failure is JwksUnavailable."""
     deadline = time.monotonic() + FETCH_TIMEOUT
-    timeout = httpx.Timeout(FETCH_TIMEOUT, connect=CONNECT_TIMEOUT)
+    timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
     body = bytearray()
     try:
         with httpx.stream("GET", url, timeout=timeout, follow_redirects=False) as resp:
             if resp.status_code != 200:
                 raise JwksUnavailable(f"the JWKS URL answered {resp.status_code}")
-            for chunk in resp.iter_bytes(65536):
+            # Without a chunk size: each read as it arrives, so the checks run
+            # between reads (a size would buffer up to it, deadline or not).
+            for chunk in resp.iter_bytes():
                 body += chunk
                 if len(body) > MAX_JWKS_BYTES:
                     raise JwksUnavailable("the JWKS is larger than 1 MB")

@@ -96,7 +96,7 @@ def unsigned(payload: dict[str, Any], kid: str) -> str:
 
 
 class JwksServer:
-    """Serves `body` at /jwks.json; `mode` may be ok, slow, garbage or huge.
+    """Serves `body` at /jwks.json; `mode`: ok, slow, garbage, huge or trickle.
 
     `delay` seconds before any answer; `hits` counts the requests.
     """
@@ -132,12 +132,19 @@ class JwksServer:
         body = b"<html>not a jwks</html>" if self.mode == "garbage" else self.body
         handler.send_response(200)
         handler.send_header("Content-Type", "application/json")
-        if self.mode != "huge":
+        if self.mode not in ("huge", "trickle"):
             handler.send_header("Content-Length", str(len(body)))
             handler.end_headers()
             handler.wfile.write(body)
             return
         handler.end_headers()  # no length: streamed until the client stops
+        if self.mode == "trickle":  # a byte every 0.5 s, for a minute
+            for _ in range(120):
+                if self.stopping.wait(0.5):
+                    return
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+            return
         chunk = b" " * 65536
         for _ in range(50 * 16):  # 50 MB
             handler.wfile.write(chunk)
