@@ -88,7 +88,8 @@ def issuer_token_verify(
     alg, kid = _header(token)
     if alg not in issuer.algorithms:
         raise errors.TokenSignatureError(
-            f"Failed to validate JWT signature: {alg} is not accepted from this issuer"
+            "Failed to validate JWT signature: "
+            f"{alg[:16]} is not accepted from this issuer"
         )
     claims = _decode(issuer, token, alg, _candidates(issuer, alg, kid))
     exp = _expiry(claims, leeway=issuer.leeway, now=now)

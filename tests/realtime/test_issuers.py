@@ -432,3 +432,15 @@ def test_symmetric_or_private_keys_are_refused_as_issuer_keys(tenant, jwk):
 
     with pytest.raises(ValidationError):
         trust(tenant, static_keys=json.dumps({"keys": [jwk]}))
+
+
+def test_a_refused_issuer_token_is_logged_as_a_token_refusal(api, tenant, serve, rsa):
+    trust(tenant, jwks_url=serve(rsa).url, audience="herald")
+    response = api.get(
+        "/api/live-updates?since=0",
+        HTTP_APIKEY=tenant.publishable_key,
+        HTTP_AUTHORIZATION=f"Bearer {rsa.sign(user_claims(aud='elsewhere'))}",
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "token_claim_invalid"
+    assert ActivityLog.objects.filter(event_type=EventType.TOKEN_REFUSED).exists()
