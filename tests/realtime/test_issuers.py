@@ -434,7 +434,12 @@ def test_symmetric_or_private_keys_are_refused_as_issuer_keys(tenant, jwk):
         trust(tenant, static_keys=json.dumps({"keys": [jwk]}))
 
 
-def test_a_refused_issuer_token_is_logged_as_a_token_refusal(api, tenant, serve, rsa):
+def test_a_refused_issuer_token_is_logged_as_a_token_refusal(
+    api, tenant, serve, rsa, monkeypatch
+):
+    from realtime.services import sockets
+
+    monkeypatch.setattr(sockets, "_last_logged", {})  # refusals are throttled
     trust(tenant, jwks_url=serve(rsa).url, audience="herald")
     response = api.get(
         "/api/live-updates?since=0",
@@ -443,4 +448,5 @@ def test_a_refused_issuer_token_is_logged_as_a_token_refusal(api, tenant, serve,
     )
     assert response.status_code == 401
     assert response.json()["error"] == "token_claim_invalid"
-    assert ActivityLog.objects.filter(event_type=EventType.TOKEN_REFUSED).exists()
+    row = ActivityLog.objects.get(event_type=EventType.TOKEN_REFUSED)
+    assert row.details["reason"] == "Token audience is not accepted"
