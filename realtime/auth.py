@@ -159,6 +159,10 @@ def _token_principal(tenant: Tenant, token: str) -> Principal:
     issuer = issuer_matching(tenant=tenant, token=token)
     if issuer is not None:
         claims = issuer_token_verify(issuer=issuer, token=token).claims
+        if problem := claims_problem(claims):
+            raise errors.MalformedToken(
+                f"The token's claims are not plain JSON: {problem}"
+            )
     else:
         claims = token_claims(token, secret=tenant.jwt_secret)
     ref = claims.get("ref")

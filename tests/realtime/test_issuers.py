@@ -450,3 +450,19 @@ def test_a_refused_issuer_token_is_logged_as_a_token_refusal(
     assert response.json()["error"] == "token_claim_invalid"
     row = ActivityLog.objects.get(event_type=EventType.TOKEN_REFUSED)
     assert row.details["reason"] == "Token audience is not accepted"
+
+
+def nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = {"deeper": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "extra", [{"big": 2**70}, {"nan": float("nan")}, {"deep": nested(40)}]
+)
+def test_issuer_claims_must_be_plain_json(tenant, serve, rsa, extra):
+    trust(tenant, jwks_url=serve(rsa).url)
+    with pytest.raises(errors.MalformedToken, match="not plain JSON"):
+        resolve(tenant, rsa.sign(user_claims(**extra)))
