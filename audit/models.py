@@ -36,10 +36,13 @@ class EventType(models.IntegerChoices):
     # 700: durable subscriptions
     SUBSCRIBE = 701, "subscribe"
     UNSUBSCRIBE = 702, "unsubscribe"
-    # 800: identity
-    ISSUER_ADDED = 801, "issuer added"
-    ISSUER_CHANGED = 802, "issuer changed"
-    ISSUER_REMOVED = 803, "issuer removed"
+    # 800: change capture
+    TABLE_TRACKED = 801, "table tracked"
+    TABLE_UNTRACKED = 802, "table untracked"
+    # 900: identity
+    ISSUER_ADDED = 901, "issuer added"
+    ISSUER_CHANGED = 902, "issuer changed"
+    ISSUER_REMOVED = 903, "issuer removed"
 
 
 class ActivityLog(models.Model):

@@ -268,6 +268,14 @@ HERALD_TOKEN_MAX_TTL = env_int("HERALD_TOKEN_MAX_TTL", 86400)
 HERALD_CATCH_UP_MAX_LIMIT = env_int("HERALD_CATCH_UP_MAX_LIMIT", 1000)
 HERALD_CATCH_UP_MAX_SCAN = env_int("HERALD_CATCH_UP_MAX_SCAN", 5000)
 
+# The relay of each server process (realtime/relay.py): seconds between reads of
+# the change log and herald_messages when nothing wakes it (writes from other
+# programs wait at most this long), and rows read per tenant per pass.
+HERALD_RELAY_POLL_INTERVAL = float(os.environ.get("HERALD_RELAY_POLL_INTERVAL", 0.25))
+HERALD_RELAY_BATCH = env_int("HERALD_RELAY_BATCH", 1000)
+# Broadcasts in herald_messages are kept this long (they are delivered on commit).
+HERALD_MESSAGES_RETENTION_HOURS = env_int("HERALD_MESSAGES_RETENTION_HOURS", 24)
+
 # --- Rate limits (django-ratelimit, counters in the cache: Redis when set) --------
 
 

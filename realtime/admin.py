@@ -9,6 +9,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from realtime import errors
+from realtime.capture.services import table_check, table_track, table_untrack
 from realtime.models import (
     ApiKey,
     ChannelPolicy,
@@ -16,6 +18,7 @@ from realtime.models import (
     RecordVersion,
     RowPolicy,
     Tenant,
+    TrackedTable,
     TrustedIssuer,
 )
 from realtime.services.issuers import trusted_issuer_remove, trusted_issuer_save
@@ -234,3 +237,83 @@ class RecordVersionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class TrackedTableForm(forms.ModelForm):
+    """Start capturing a table: the checks track_table makes, as form errors."""
+
+    class Meta:
+        model = TrackedTable
+        fields = ["db_table", "tenant_kind", "tenant_value", "exclude"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("tenant_kind") == TrackedTable.TenantKind.ID:
+            raise forms.ValidationError(
+                "A tenant id column is for Django models: use track() in the app."
+            )
+        try:
+            table_check(
+                data.get("db_table", ""),
+                data.get("tenant_kind", ""),
+                data.get("tenant_value", ""),
+                data.get("exclude") or [],
+            )
+        except errors.InvalidInput as exc:
+            raise forms.ValidationError(exc.message) from exc
+        return data
+
+
+@admin.register(TrackedTable)
+class TrackedTableAdmin(admin.ModelAdmin):
+    """Tables whose writes the database records; adding one installs triggers."""
+
+    form = TrackedTableForm
+    list_display = [
+        "db_table",
+        "table",
+        "tenant_kind",
+        "tenant_value",
+        "source",
+        "skipped",
+        "last_skipped_at",
+        "created_at",
+    ]
+    list_filter = ["source", "tenant_kind"]
+    actions = ["untrack"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # untrack, then track again
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the action drops the triggers too
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def save_model(
+        self, request: HttpRequest, obj: TrackedTable, form: Any, change: bool
+    ) -> None:
+        fixed = obj.tenant_kind == TrackedTable.TenantKind.FIXED
+        tracked = table_track(
+            db_table=obj.db_table,
+            tenant_slug=obj.tenant_value if fixed else None,
+            tenant_column=None if fixed else obj.tenant_value,
+            exclude=obj.exclude or [],
+            actor=staff_actor(request),
+        )
+        obj.pk = tracked.pk
+
+    @admin.action(description="Stop tracking (drop the triggers)")
+    def untrack(self, request: HttpRequest, queryset: QuerySet[TrackedTable]) -> None:
+        models_ = [t.db_table for t in queryset if t.source == t.Source.MODEL]
+        if models_:
+            self.message_user(
+                request,
+                f"{', '.join(models_)}: tracked by track() in code; remove it there.",
+                level=messages.WARNING,
+            )
+        for tracked in queryset.exclude(source=TrackedTable.Source.MODEL):
+            table_untrack(db_table=tracked.db_table, actor=staff_actor(request))

@@ -52,4 +52,6 @@ def on_commit(fn: Callable[..., Any], /, **kwargs: Any) -> None:
         fn(**kwargs)
 
     after_commit.__qualname__ = f"after_commit[{fn.__qualname__}]"
+    # What it was given, for code that looks for its own pending hook.
+    after_commit.herald_kwargs = kwargs  # type: ignore[attr-defined]
     transaction.on_commit(after_commit, robust=True)

@@ -63,6 +63,7 @@ from realtime.presence import (
 )
 from realtime.protocol import BROADCAST, POSTGRES_CHANGES, PRESENCE_DIFF, Codec
 from realtime.protocol.binary import encode_user_broadcast
+from realtime.relay import Relay
 from realtime.row_policy import (
     claims_key,
     old_row_visible,
@@ -801,6 +802,9 @@ def seconds_since(timestamp: str) -> float:
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = (
     weakref.WeakKeyDictionary()
 )
+_relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Relay] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def running_hubs() -> list[Hub]:
@@ -813,4 +817,8 @@ def hub() -> Hub:
     found = _hubs.get(loop)
     if found is None:
         found = _hubs[loop] = Hub()
+        # Changes reach this process's sockets by its own read of the log.
+        relay = _relays[loop] = Relay(found)
+        relay.prime()
+        relay.start()
     return found

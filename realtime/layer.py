@@ -47,6 +47,10 @@ CONTROL_GROUP = "herald.control"
 # then a quick restart is over and the hubs have put their memberships back
 # (realtime.hub.RECONNECT_PAUSE), so the change still reaches sockets live.
 SEND_RETRY_PAUSE = 1.0
+# Every process's relay (realtime/relay.py) listens here for hints that the
+# change log or herald_messages has new rows: a few bytes, never the changes.
+RELAY_GROUP = "herald.relay"
+WAKE_TYPE = "relay.wake"
 
 
 def layer() -> BaseChannelLayer:
@@ -106,6 +110,11 @@ def node_channel() -> str:
     `receive_many` can empty at once.
     """
     return f"herald.node.{uuid.uuid4().hex}"
+
+
+def relay_channel() -> str:
+    """A channel for one process's relay (hints only; see realtime/relay.py)."""
+    return f"herald.relay.{uuid.uuid4().hex}"
 
 
 async def receive_many(channel_layer: BaseChannelLayer, channel: str) -> list[Any]:
@@ -219,6 +228,12 @@ def disconnect_send(
         "topic": topic,
     }
     layer_sync(layer().group_send, CONTROL_GROUP, message)
+
+
+def wake_send(tenant_ids: Sequence[int | None]) -> None:
+    """Hint every relay that these tenants (None: some tenant) have new rows."""
+    message = {"type": WAKE_TYPE, "tenants": list(tenant_ids)}
+    layer_sync(layer().group_send, RELAY_GROUP, message)
 
 
 def commit_timestamp(update: LiveUpdate) -> str:

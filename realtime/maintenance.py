@@ -16,7 +16,11 @@ Step = tuple[str, Callable[[], int]]
 
 def steps() -> list[Step]:
     # Imported here: the steps live in apps that import this one.
-    from realtime.services.retention import activity_expire, changes_expire
+    from realtime.services.retention import (
+        activity_expire,
+        changes_expire,
+        messages_expire,
+    )
     from subscriptions.services import subscriptions_sweep
     from subscriptions.webhooks import webhooks_deliver
 
@@ -25,6 +29,7 @@ def steps() -> list[Step]:
         ("stale", subscriptions_sweep),
         ("retention", changes_expire),
         ("activity", activity_expire),
+        ("messages", messages_expire),
     ]
 
 

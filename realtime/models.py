@@ -3,6 +3,7 @@
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from realtime.validators import (
@@ -226,6 +227,76 @@ class RecordVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}.{self.table}#{self.pk_value} @ {self.updated_at}"
+
+
+class TrackedTable(models.Model):
+    """A table whose writes the database records as changes (realtime.capture).
+
+    Kept in step with the triggers by realtime.capture.services: a row here
+    means the table's triggers are installed.
+    """
+
+    class TenantKind(models.TextChoices):
+        ID = "id", "a column holding the tenant's id"
+        SLUG = "slug", "a column holding the tenant's slug"
+        FIXED = "fixed", "one tenant for every row"
+
+    class Source(models.TextChoices):
+        MODEL = "model", "track() on a Django model"
+        COMMAND = "command", "track_table (command or admin)"
+
+    db_table = models.CharField(
+        max_length=63, unique=True, validators=[validate_identifier]
+    )
+    table = models.CharField(
+        max_length=63,
+        validators=[validate_identifier],
+        help_text="The name its changes are published under.",
+    )
+    tenant_kind = models.CharField(max_length=5, choices=TenantKind.choices)
+    tenant_value = models.CharField(
+        max_length=63, help_text="The tenant column, or the fixed tenant's slug."
+    )
+    exclude = models.JSONField(default=list, blank=True)
+    source = models.CharField(max_length=7, choices=Source.choices)
+    # Rows naming no existing tenant are skipped, never an error for the
+    # writer: counted here by the trigger itself.
+    skipped = models.PositiveBigIntegerField(default=0, db_default=0, editable=False)
+    last_skipped_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["db_table"]
+
+    def __str__(self) -> str:
+        return self.db_table
+
+
+class HeraldMessage(models.Model):
+    """A broadcast written by the database: sent to its topic once committed.
+
+    Any transaction (a trigger, psql, another program) may insert a row, or
+    call herald_send(...) on PostgreSQL; the relay (realtime/relay.py) reads
+    committed rows by id and broadcasts them as a REST broadcast would.
+    """
+
+    tenant_slug = models.CharField(max_length=63)
+    topic = models.CharField(max_length=255)
+    event = models.CharField(max_length=255)
+    payload = models.JSONField(null=True, blank=True)
+    private = models.BooleanField(default=False, db_default=False)
+    created_at = models.DateTimeField(default=timezone.now, db_default=Now())
+
+    class Meta:
+        db_table = "herald_messages"
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["tenant_slug", "id"], name="herald_messages_cursor"),
+            models.Index(fields=["created_at"], name="herald_messages_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.tenant_slug} {self.topic} {self.event}"
 
 
 class TrustedIssuer(models.Model):

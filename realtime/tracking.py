@@ -1,36 +1,38 @@
-"""Tracking Django models: every save and delete becomes a change.
+"""Tracking Django models: every write to their table becomes a change.
 
     from realtime.tracking import track
-    track(Article, tenant="site.tenant")
+    track(Article, tenant="site")          # a foreign key to realtime.Tenant
+    track(Page, tenant="tenant_slug")      # a column holding the tenant's slug
+    track(Setting, tenant_slug="acme")     # one tenant for every row
 
-Changes are recorded in the same transaction as the save, so a rollback
-records and sends nothing.
+Capture happens in the database (realtime.capture): triggers, installed and
+refreshed after every `migrate`, record INSERT/UPDATE/DELETE in the writer's
+own transaction, whatever issued it (save(), update(), bulk_create(), raw
+SQL, another program). Signals only wake delivery once a save or delete
+commits; they never record, so a write is recorded exactly once.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import post_delete, post_save
 
-from realtime.columns import columns_for_model
 from realtime.models import Tenant
-from realtime.services.changes import ChangeInput, live_updates_record
-
-TenantSource = str | Callable[[Any], Tenant]
-OLD_ATTR = "_herald_old_record"
+from realtime.wake import wake_on_commit
 
 
 @dataclass(frozen=True, slots=True)
 class Tracked:
     model: type[models.Model]
     table: str
-    tenant_of: Callable[[Any], Tenant]
+    tenant_kind: str  # "id", "slug" (a column) or "fixed" (a slug)
+    tenant_value: str  # the column, or the fixed tenant's slug
+    tenant_attname: str | None = None  # the attribute holding a tenant id
 
 
 _registry: dict[type[models.Model], Tracked] = {}
@@ -50,23 +52,56 @@ def instance_record(instance: models.Model) -> dict[str, Any]:
     return orjson.loads(orjson.dumps(values, default=_json_default))
 
 
-def track(
-    model: type[models.Model], *, tenant: TenantSource, table: str | None = None
-) -> Tracked:
-    """Record INSERT/UPDATE/DELETE changes for `model` under `tenant`.
+def _tenant_source(
+    model: type[models.Model], tenant: str | None, tenant_slug: str | None
+) -> tuple[str, str, str | None]:
+    if (tenant is None) == (tenant_slug is None):
+        raise ImproperlyConfigured("track(): give tenant=FIELD or tenant_slug=SLUG")
+    if tenant_slug is not None:
+        return "fixed", tenant_slug, None
+    assert tenant is not None
+    try:
+        field = model._meta.get_field(tenant)
+    except FieldDoesNotExist:
+        field = None
+    if isinstance(field, models.ForeignKey) and field.related_model is Tenant:
+        return "id", field.column or field.attname, field.attname
+    if isinstance(field, models.CharField):
+        return "slug", field.column or field.attname, None
+    # The database computes the tenant of each row itself: it must be a
+    # column of the row, not a path through other tables.
+    raise ImproperlyConfigured(
+        f"track({model.__name__}, tenant={tenant!r}): name a foreign key to "
+        "realtime.Tenant or a column holding the tenant's slug"
+    )
 
-    `tenant` is a dotted attribute path from an instance to its Tenant, or a
-    callable taking the instance. `table` defaults to the model's db_table.
+
+def track(
+    model: type[models.Model],
+    *,
+    tenant: str | None = None,
+    tenant_slug: str | None = None,
+    table: str | None = None,
+) -> Tracked:
+    """Record INSERT/UPDATE/DELETE changes of `model`'s table.
+
+    `tenant` names a field of the model: a foreign key to Tenant or a column
+    holding a tenant's slug; or `tenant_slug` is one tenant for every row.
+    `table` (the name changes are published under) defaults to db_table.
+    The triggers are installed by `migrate` (a post_migrate hook).
     """
-    tenant_of = operator.attrgetter(tenant) if isinstance(tenant, str) else tenant
+    kind, value, attname = _tenant_source(model, tenant, tenant_slug)
     tracked = Tracked(
-        model=model, table=table or model._meta.db_table, tenant_of=tenant_of
+        model=model,
+        table=table or model._meta.db_table,
+        tenant_kind=kind,
+        tenant_value=value,
+        tenant_attname=attname,
     )
     _registry[model] = tracked
     uid = f"herald-track-{model._meta.label_lower}"
-    pre_save.connect(_before_save, sender=model, dispatch_uid=uid, weak=False)
-    post_save.connect(_after_save, sender=model, dispatch_uid=uid, weak=False)
-    post_delete.connect(_after_delete, sender=model, dispatch_uid=uid, weak=False)
+    post_save.connect(_after_write, sender=model, dispatch_uid=uid, weak=False)
+    post_delete.connect(_after_write, sender=model, dispatch_uid=uid, weak=False)
     return tracked
 
 
@@ -74,42 +109,26 @@ def tracked(model: type[models.Model]) -> Tracked:
     return _registry[model]
 
 
-def _before_save(
+def tracked_models() -> list[Tracked]:
+    return list(_registry.values())
+
+
+def _after_write(
     sender: type[models.Model], instance: models.Model, **kwargs: Any
 ) -> None:
-    setattr(instance, OLD_ATTR, _stored_record(instance))
+    spec = _registry[sender]
+    attname = spec.tenant_attname
+    wake_on_commit(tenant_id=getattr(instance, attname) if attname else None)
 
 
-def _after_save(
-    sender: type[models.Model], instance: models.Model, created: bool, **kwargs: Any
-) -> None:
-    tracked_change_record(instance=instance, type="INSERT" if created else "UPDATE")
+def tracked_models_install(**kwargs: Any) -> None:
+    """post_migrate: install or refresh the triggers of every tracked model."""
+    from realtime.capture.services import model_track
 
-
-def _after_delete(
-    sender: type[models.Model], instance: models.Model, **kwargs: Any
-) -> None:
-    tracked_change_record(instance=instance, type="DELETE")
-
-
-def _stored_record(instance: models.Model) -> dict[str, Any] | None:
-    """The row as the database holds it now, before this save overwrites it."""
-    if instance._state.adding or instance.pk is None:
-        return None
-    stored = type(instance)._base_manager.filter(pk=instance.pk).first()
-    return instance_record(stored) if stored is not None else None
-
-
-def tracked_change_record(*, instance: models.Model, type: str) -> None:
-    """Record one change of a tracked instance in the current transaction."""
-    spec = _registry[instance.__class__]
-    record = instance_record(instance)
-    old = record if type == "DELETE" else getattr(instance, OLD_ATTR, None)
-    change = ChangeInput(
-        table=spec.table,
-        type=type,
-        record=None if type == "DELETE" else record,
-        old_record=old,
-        columns=columns_for_model(spec.model),
-    )
-    live_updates_record(tenant=spec.tenant_of(instance), changes=[change])
+    for spec in _registry.values():
+        model_track(
+            model=spec.model,
+            table=spec.table,
+            tenant_kind=spec.tenant_kind,
+            tenant_value=spec.tenant_value,
+        )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 import pytest
 from rest_framework.test import APIClient
 
-from realtime.layer import layer, stream_group
+from realtime.layer import stream_group
 from realtime.services.tenants import TenantCredentials, tenant_create
 
 
@@ -67,28 +67,45 @@ def api() -> APIClient:
 
 
 class StreamListener:
-    """A channel joined to one (tenant, table) stream, as a server process joins it.
+    """What a server process's relay hands its fan-out for one (tenant, table)
+    stream: the `stream.changes` messages built from committed log rows.
 
-    It keeps one event loop of its own in a thread: channels-redis binds its
-    receive buffers to the loop that first receives.
+    It reads through realtime.relay's reader on a thread of its own, so with a
+    database connection of its own: it sees only what has committed.
     """
 
     def __init__(self, tenant_id: int, table: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.group = stream_group(tenant_id, table)
-        self.channel = self._run(layer().new_channel())
-        self._run(layer().group_add(self.group, self.channel))
+        from realtime.relay import LogReader
 
-    def _run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        self.executor = ThreadPoolExecutor(1)
+        self.group = stream_group(tenant_id, table)
+        self.reader = LogReader()
+        self.executor.submit(self.reader.start).result()
+        self.pending: list[dict[str, Any]] = []
+
+    def _poll(self) -> list[dict[str, Any]]:
+        from realtime.layer import changes_messages
+
+        batch = self.reader.read()
+        messages = changes_messages(batch.changes) if batch.changes else []
+        return [m for m in messages if m["stream"] == self.group]
+
+    def _fill(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.pending) < count and time.monotonic() < deadline:
+            self.pending += self.executor.submit(self._poll).result()
+            if len(self.pending) < count:
+                time.sleep(0.05)
 
     def receive(self, *, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        return self._run(self._receive(count, timeout), timeout + 1)
+        self._fill(count, timeout)
+        if len(self.pending) < count:
+            raise TimeoutError(f"{len(self.pending)} messages came, not {count}")
+        found, self.pending = self.pending[:count], self.pending[count:]
+        return found
 
     def changes(self, *, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """The next `count` changes (a message carries one publish's), decoded."""
+        """The next `count` changes (a message carries one read's), decoded."""
         found: list[dict[str, Any]] = []
         while len(found) < count:
             [message] = self.receive(count=1, timeout=timeout)
@@ -98,20 +115,14 @@ class StreamListener:
 
     def receive_nothing(self, *, wait: float = 0.5) -> bool:
         """True when no message arrives within `wait` seconds."""
-        try:
-            self._run(self._receive(1, wait), wait + 1)
-        except TimeoutError:
-            return True
-        return False
-
-    async def _receive(self, count: int, timeout: float) -> list[dict[str, Any]]:
-        async with asyncio.timeout(timeout):
-            return [await layer().receive(self.channel) for _ in range(count)]
+        self._fill(1, wait)
+        return not self.pending
 
     def close(self) -> None:
-        self._run(layer().group_discard(self.group, self.channel))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        from django.db import connection
+
+        self.executor.submit(lambda: connection.close()).result()
+        self.executor.shutdown()
 
 
 @pytest.fixture

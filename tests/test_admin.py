@@ -92,3 +92,56 @@ def test_the_activity_log_and_the_change_log_are_read_only(staff, tenant):
     assert change.status_code == 403
     assert ActivityLog.objects.filter(pk=log.pk).exists()
     assert staff.get("/admin/realtime/liveupdate/add/").status_code == 403
+
+
+@pytest.fixture
+def notes_table():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE notes (id serial PRIMARY KEY, body text)")
+    yield "notes"
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE notes")
+
+
+def test_tracking_a_table_starts_and_stops_from_the_admin(staff, tenant, notes_table):
+    from django.db import connection
+
+    from realtime.models import LiveUpdate, TrackedTable
+
+    refused = staff.post(
+        "/admin/realtime/trackedtable/add/",
+        {"db_table": "notes", "tenant_kind": "fixed", "tenant_value": "ghost"},
+    )
+    assert b"No tenant" in refused.content
+    staff.post(
+        "/admin/realtime/trackedtable/add/",
+        {
+            "db_table": "notes",
+            "tenant_kind": "fixed",
+            "tenant_value": tenant.tenant.slug,
+            "exclude": "[]",
+        },
+    )
+    tracked = TrackedTable.objects.get(db_table="notes")
+    listing = staff.get("/admin/realtime/trackedtable/").content.decode()
+    assert "notes" in listing and "tracked_article" in listing
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO notes (body) VALUES ('hi')")
+    assert LiveUpdate.objects.get().record == {"id": 1, "body": "hi"}
+    staff.post(
+        "/admin/realtime/trackedtable/",
+        {"action": "untrack", "_selected_action": [tracked.pk]},
+    )
+    assert not TrackedTable.objects.filter(db_table="notes").exists()
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO notes (body) VALUES ('unseen')")
+    assert LiveUpdate.objects.count() == 1
+    events = ActivityLog.objects.filter(target="notes").values_list(
+        "event_type", "actor"
+    )
+    assert sorted(events) == [
+        (EventType.TABLE_TRACKED, "staff:ops"),
+        (EventType.TABLE_UNTRACKED, "staff:ops"),
+    ]

@@ -1,4 +1,4 @@
-"""Recording changes: the change log row and, on commit, its live delivery."""
+"""Recording changes: the change log row and, on commit, a hint to the relays."""
 
 from __future__ import annotations
 
@@ -14,16 +14,17 @@ from audit.models import EventType
 from audit.services import activity_record
 from realtime import errors
 from realtime.auth import Principal
+from realtime.capture import sql
 from realtime.columns import columns_infer
-from realtime.db import on_commit
-from realtime.layer import changes_send
 from realtime.models import LiveUpdate, Tenant
 from realtime.validators import is_identifier
+from realtime.wake import wake_on_commit
 
 logger = logging.getLogger(__name__)
 
-# Namespace of the advisory lock that orders a tenant's cursors (see below).
-CURSOR_LOCK_NAMESPACE = 7_211_101
+# Namespace of the advisory lock that orders a tenant's cursors (see below);
+# capture triggers take the same lock.
+CURSOR_LOCK_NAMESPACE = sql.CURSOR_LOCK_NAMESPACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +95,11 @@ def live_updates_record(
     with transaction.atomic():
         _lock_tenant_cursor(tenant)
         created = LiveUpdate.objects.bulk_create(rows)
-        # robust: the rows are committed by then; a channel layer that is down
-        # must not turn a committed publish into an error. Catch-up recovers it.
-        on_commit(changes_send, updates=created)
+        # Every process's relay reads the committed rows from the log and
+        # delivers them (realtime/relay.py); this only wakes them at once.
+        # robust: a channel layer that is down must not turn a committed
+        # publish into an error; the relays' poll finds the rows anyway.
+        wake_on_commit(tenant_id=tenant.pk)
     return created
 
 

@@ -1,4 +1,5 @@
-"""Retention: the change log and the activity log, deleted in small batches.
+"""Retention: the change log, broadcasts from the database and the activity log,
+deleted in small batches.
 
 Each batch is a short transaction of its own (a few thousand rows by id), so
 a publisher never waits behind one long delete. For the change log, the
@@ -15,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import ActivityLog
-from realtime.models import LiveUpdate, Tenant
+from realtime.models import HeraldMessage, LiveUpdate, Tenant
 
 
 def live_updates_expire(
@@ -55,5 +56,22 @@ def activity_expire(*, now: datetime | None = None, batch: int | None = None) ->
     deleted = 0
     while ids := list(old.values_list("pk", flat=True)[:batch]):
         count, _ = ActivityLog.objects.filter(pk__in=ids).delete()
+        deleted += count
+    return deleted
+
+
+def messages_expire(*, now: datetime | None = None, batch: int | None = None) -> int:
+    """Delete herald_messages past HERALD_MESSAGES_RETENTION_HOURS.
+
+    The relays broadcast a row once it commits; it is kept a while only so a
+    relay that was down or behind can still read it.
+    """
+    batch = batch or settings.HERALD_RETENTION_BATCH
+    hours = settings.HERALD_MESSAGES_RETENTION_HOURS
+    cutoff = (now or timezone.now()) - timedelta(hours=hours)
+    old = HeraldMessage.objects.filter(created_at__lt=cutoff).order_by("pk")
+    deleted = 0
+    while ids := list(old.values_list("pk", flat=True)[:batch]):
+        count, _ = HeraldMessage.objects.filter(pk__in=ids).delete()
         deleted += count
     return deleted

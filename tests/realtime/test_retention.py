@@ -6,9 +6,13 @@ import pytest
 from django.utils import timezone
 
 from audit.models import ActivityLog, EventType
-from realtime.models import LiveUpdate
+from realtime.models import HeraldMessage, LiveUpdate
 from realtime.services.changes import ChangeInput, live_updates_record
-from realtime.services.retention import activity_expire, live_updates_expire
+from realtime.services.retention import (
+    activity_expire,
+    live_updates_expire,
+    messages_expire,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,3 +64,13 @@ def test_activity_retention(tenant, settings):
     )
     assert activity_expire(batch=2) == 3  # the tenant's creation and its two keys
     assert list(ActivityLog.objects.values_list("pk", flat=True)) == [fresh.pk]
+
+
+def test_broadcasts_from_the_database_expire(tenant, settings):
+    settings.HERALD_MESSAGES_RETENTION_HOURS = 1
+    for _ in range(3):
+        HeraldMessage.objects.create(tenant_slug="acme", topic="t", event="e")
+    HeraldMessage.objects.update(created_at=timezone.now() - timedelta(hours=2))
+    fresh = HeraldMessage.objects.create(tenant_slug="acme", topic="t", event="e")
+    assert messages_expire(batch=2) == 3
+    assert list(HeraldMessage.objects.values_list("pk", flat=True)) == [fresh.pk]

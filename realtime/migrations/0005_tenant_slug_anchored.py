@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('realtime', '0003_rate_limits_retention_record_versions'),
+        ('realtime', '0004_capture'),
     ]
 
     operations = [

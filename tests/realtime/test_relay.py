@@ -1,0 +1,224 @@
+"""The relay: whatever wrote a change, every server process delivers it live."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import httpx
+import pytest
+from django.db import connection, transaction
+
+from realtime.capture.services import table_untrack
+from realtime.models import HeraldMessage
+from tests.conftest import current_database_url
+from tests.tracked.models import Article
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ARTICLES = [{"event": "*", "schema": "public", "table": "articles"}]
+
+
+def is_change(frame):
+    return frame["event"] == "postgres_changes"
+
+
+def is_broadcast(frame):
+    return frame["event"] == "broadcast"
+
+
+def data(frames):
+    return [f["payload"]["data"] for f in frames]
+
+
+def psql(*statements: str) -> None:
+    binary = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
+    subprocess.run(
+        [binary, current_database_url(), "-v", "ON_ERROR_STOP=1"]
+        + [arg for s in statements for arg in ("-c", s)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_every_write_path_reaches_a_socket_once(tenant, sockets, herald_server):
+    ws = sockets(tenant.secret_key)
+    ws.join("site", bindings=ARTICLES)
+    a = Article.objects.create(tenant=tenant.tenant, site_id=1, title="saved")
+    Article.objects.filter(pk=a.pk).update(title="updated")
+    [b] = Article.objects.bulk_create(
+        [Article(tenant=tenant.tenant, site_id=1, title="bulk")]
+    )
+    b.title = "bulk updated"
+    Article.objects.bulk_update([b], ["title"])
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE tracked_article SET site_id = 2 WHERE id = %s", [a.pk])
+    psql(f"UPDATE tracked_article SET published = true WHERE id = {b.pk}")
+    Article.objects.all().delete()
+    got = data(ws.changes(8))
+    assert [
+        (d["type"], (d.get("record") or d["old_record"])["title"]) for d in got
+    ] == [
+        ("INSERT", "saved"),
+        ("UPDATE", "updated"),
+        ("INSERT", "bulk"),
+        ("UPDATE", "bulk updated"),
+        ("UPDATE", "updated"),
+        ("UPDATE", "bulk updated"),
+        ("DELETE", "updated"),
+        ("DELETE", "bulk updated"),
+    ]
+    assert got[1]["old_record"]["title"] == "saved"
+    assert got[4]["record"]["site_id"] == 2 and got[4]["old_record"]["site_id"] == 1
+    assert got[5]["record"]["published"] is True
+    seqs = [d["seq"] for d in got]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert ws.quiet(is_change, wait=1.0), "a change came twice"
+    caught = httpx.get(
+        f"{herald_server.url}/api/live-updates",
+        params={"since": 0, "table": "articles"},
+        headers={"apikey": tenant.secret_key},
+    ).json()
+    assert [c["seq"] for c in caught["changes"]] == seqs
+
+
+def test_rolled_back_writes_reach_nobody(tenant, sockets):
+    ws = sockets(tenant.secret_key)
+    ws.join("site", bindings=ARTICLES)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Article.objects.create(tenant=tenant.tenant, site_id=1, title="never")
+        raise RuntimeError
+    Article.objects.create(tenant=tenant.tenant, site_id=1, title="kept")
+    [change] = data(ws.changes(1))
+    assert change["record"]["title"] == "kept"
+    assert ws.quiet(is_change, wait=1.0)
+
+
+def test_a_change_reaches_the_sockets_of_every_process(tenant, sockets, start_server):
+    other = start_server()
+    here, there = sockets(tenant.secret_key), sockets(tenant.secret_key, other)
+    for ws in (here, there):
+        ws.join("site", bindings=ARTICLES)
+    psql(
+        "INSERT INTO tracked_article (tenant_id, site_id, title, published, price, "
+        f"tags, updated_at) VALUES ({tenant.tenant.pk}, 1, 'psql', false, 1.5, "
+        "'[]', now())"
+    )
+    for ws in (here, there):
+        [change] = data(ws.changes(1))
+        assert change["record"]["title"] == "psql"
+        assert change["record"]["price"] == "1.50"
+
+
+@pytest.fixture
+def public_topic(tenant, sockets):
+    ws = sockets(tenant.publishable_key)
+    ws.join("reading_progress:7")
+    return ws
+
+
+def test_herald_messages_broadcast_on_commit_never_on_rollback(tenant, public_topic):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        HeraldMessage.objects.create(
+            tenant_slug=tenant.tenant.slug,
+            topic="reading_progress:7",
+            event="progress",
+            payload={"page": 1},
+        )
+        raise RuntimeError
+    psql(
+        "BEGIN",
+        "INSERT INTO herald_messages (tenant_slug, topic, event, payload) VALUES "
+        f"('{tenant.tenant.slug}', 'reading_progress:7', 'progress', "
+        """'{"page": 2}')""",
+        "COMMIT",
+    )
+    got = public_topic.recv_until(is_broadcast)
+    assert got["payload"] == {
+        "type": "broadcast",
+        "event": "progress",
+        "payload": {"page": 2},
+    }
+    assert public_topic.quiet(is_broadcast, wait=1.0)
+
+
+def test_herald_send_broadcasts_from_a_trigger(tenant, public_topic):
+    slug = tenant.tenant.slug
+    psql(
+        "CREATE TABLE progress (user_id int, page int)",
+        "CREATE FUNCTION progress_broadcast() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN PERFORM herald_send('{slug}', 'reading_progress:' || NEW.user_id, "
+        "'progress', to_jsonb(NEW), false); RETURN NEW; END $$",
+        "CREATE TRIGGER progress_broadcast AFTER INSERT ON progress FOR EACH ROW "
+        "EXECUTE FUNCTION progress_broadcast()",
+    )
+    try:
+        psql("INSERT INTO progress VALUES (8, 1), (7, 42)")
+        got = public_topic.recv_until(is_broadcast)
+        assert got["payload"]["payload"] == {"user_id": 7, "page": 42}
+        assert public_topic.quiet(is_broadcast, wait=1.0), "user 8's reached user 7"
+    finally:
+        psql("DROP TABLE progress", "DROP FUNCTION progress_broadcast()")
+        table_untrack(db_table="progress")
+
+
+def test_the_relay_never_skips_nor_repeats_under_concurrent_writers(make_tenant):
+    """Writers of two tenants commit in any order across tenants while a reader
+    polls: it reads every committed change once, in each tenant's order."""
+    import random
+    import threading
+    import time
+
+    import psycopg
+    from django.db import connection as django_connection
+
+    from realtime.models import LiveUpdate
+    from realtime.relay import LogReader
+
+    tenants = [make_tenant("One").tenant.pk, make_tenant("Two").tenant.pk]
+    url = current_database_url()
+    writing = threading.Event()
+    writing.set()
+    seen: list[tuple[int, int]] = []
+
+    def write(tenant_id: int, n: int) -> None:
+        with psycopg.connect(url) as db:
+            for i in range(n):
+                db.execute(
+                    "INSERT INTO tracked_article (tenant_id, site_id, title, "
+                    "published, price, tags, updated_at) VALUES "
+                    "(%s, 1, %s, false, 0, '[]', now())",
+                    [tenant_id, f"w{i}"],
+                )
+                time.sleep(random.random() / 100)  # hold the transaction open
+                db.commit()
+
+    def read() -> None:
+        reader = LogReader()
+        reader.start()
+        while True:
+            still = writing.is_set()
+            seen.extend((c.tenant_id, c.pk) for c in reader.read().changes)
+            if not still:
+                break
+            time.sleep(0.005)
+        django_connection.close()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.2)
+    writers = [
+        threading.Thread(target=write, args=(t, 40)) for t in tenants for _ in range(3)
+    ]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(60)
+    writing.clear()
+    reader.join(30)
+    committed = list(LiveUpdate.objects.order_by("pk").values_list("tenant_id", "pk"))
+    assert len(committed) == 240
+    assert sorted(seen, key=lambda s: s[1]) == committed, "skipped or repeated"
+    for t in tenants:
+        mine = [pk for tenant_id, pk in seen if tenant_id == t]
+        assert mine == sorted(mine), "a tenant's changes out of order"
