@@ -39,6 +39,10 @@ class EventType(models.IntegerChoices):
     # 800: change capture
     TABLE_TRACKED = 801, "table tracked"
     TABLE_UNTRACKED = 802, "table untracked"
+    # 900: identity
+    ISSUER_ADDED = 901, "issuer added"
+    ISSUER_CHANGED = 902, "issuer changed"
+    ISSUER_REMOVED = 903, "issuer removed"
 
 
 class ActivityLog(models.Model):

@@ -1,4 +1,4 @@
-"""Admin for operators: tenants, keys, row policies, and the change log."""
+"""Admin for operators: tenants, keys, issuers, policies, and the change log."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from realtime.models import (
     RowPolicy,
     Tenant,
     TrackedTable,
+    TrustedIssuer,
 )
+from realtime.services.issuers import trusted_issuer_remove, trusted_issuer_save
 from realtime.services.tenants import (
     api_key_create,
     api_key_revoke,
@@ -129,6 +131,65 @@ class RowPolicyAdmin(admin.ModelAdmin):
     list_display = ["tenant", "table", "role", "rules", "created_at"]
     list_filter = ["tenant", "role"]
     search_fields = ["table", "tenant__slug"]
+
+
+class TrustedIssuerForm(forms.ModelForm):
+    jwks_url = forms.URLField(required=False, max_length=500, assume_scheme="https")
+    # Write-only: the secret is never rendered back; left blank, it is kept.
+    hs_secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Write-only. Leave blank to keep the current secret.",
+    )
+
+    class Meta:
+        model = TrustedIssuer
+        fields = [
+            "tenant",
+            "issuer",
+            "jwks_url",
+            "static_keys",
+            "hs_secret",
+            "algorithms",
+            "audience",
+            "leeway",
+            "sub_claim",
+            "role_claim",
+            "default_role",
+            "copied_claims",
+        ]
+
+    def clean_hs_secret(self) -> str:
+        new = self.cleaned_data.get("hs_secret") or ""
+        return new or (self.instance.hs_secret if self.instance.pk else "")
+
+
+@admin.register(TrustedIssuer)
+class TrustedIssuerAdmin(admin.ModelAdmin):
+    form = TrustedIssuerForm
+    list_display = ["tenant", "issuer", "source", "algorithms", "audience"]
+    list_filter = ["tenant"]
+    search_fields = ["issuer", "tenant__slug"]
+
+    @admin.display(description="keys")
+    def source(self, obj: TrustedIssuer) -> str:
+        if obj.jwks_url:
+            return obj.jwks_url
+        return "HS secret" if obj.hs_secret else "static keys"
+
+    def save_model(
+        self, request: HttpRequest, obj: TrustedIssuer, form: Any, change: bool
+    ) -> None:
+        trusted_issuer_save(issuer=obj, actor=staff_actor(request))
+
+    def delete_model(self, request: HttpRequest, obj: TrustedIssuer) -> None:
+        trusted_issuer_remove(issuer=obj, actor=staff_actor(request))
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[TrustedIssuer]
+    ) -> None:
+        for issuer in queryset:
+            trusted_issuer_remove(issuer=issuer, actor=staff_actor(request))
 
 
 @admin.register(ChannelPolicy)

@@ -1,7 +1,8 @@
 """Resolving credentials into a principal: tenant, role and claims.
 
 A credential is an API key (`pk_…` acts as `anon`, `sk_…` as `service_role`)
-or a user JWT signed with the tenant's secret (HS256/384/512). Used as the
+or a user JWT signed with the tenant's secret (HS256/384/512), or one from an
+issuer the tenant trusts (realtime.issuers). Used as the
 `apikey`, a JWT names its tenant in a `ref` claim. Wherever a token is
 expected, one of the tenant's keys is accepted too and acts as that key.
 """
@@ -19,6 +20,7 @@ import jwt
 
 from realtime import errors
 from realtime.bounds import MAX_JSON_DEPTH, too_deep
+from realtime.issuers import issuer_matching, issuer_token_verify
 from realtime.keys import PREFIX_SHOWN, key_hash, looks_like_key
 from realtime.models import ApiKey, Tenant
 
@@ -152,7 +154,17 @@ def _unverified_ref(token: str) -> str:
 
 
 def _token_principal(tenant: Tenant, token: str) -> Principal:
-    claims = token_claims(token, secret=tenant.jwt_secret)
+    # A token naming one of the tenant's trusted issuers in `iss` is that
+    # issuer's to verify (realtime.issuers); any other, the tenant's secret's.
+    issuer = issuer_matching(tenant=tenant, token=token)
+    if issuer is not None:
+        claims = issuer_token_verify(issuer=issuer, token=token).claims
+        if problem := claims_problem(claims):
+            raise errors.MalformedToken(
+                f"The token's claims are not plain JSON: {problem}"
+            )
+    else:
+        claims = token_claims(token, secret=tenant.jwt_secret)
     ref = claims.get("ref")
     if ref is not None and ref != tenant.slug:
         raise errors.InvalidKey("The token belongs to another tenant")

@@ -40,6 +40,7 @@ from realtime.db import best_effort, in_db
 from realtime.fastsend import overfull, protocol_of, tcp_transport_of
 from realtime.guards import CLOSE_LIMIT, GuardsMixin, LimitReached
 from realtime.hub import Member, TopicMember, hub
+from realtime.issuers import issuer_keys_warm
 from realtime.layer import topic_group
 from realtime.protocol import (
     ACCESS_TOKEN,
@@ -553,6 +554,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
     async def _principal_for(self, token: str | None, topic: str) -> Principal:
         if token is None:
             return self.principal  # supabase-js often joins without a token
+        await issuer_keys_warm(tenant=self.principal.tenant, token=token)
         principal = await in_db(
             join_principal,
             connection=self.principal,

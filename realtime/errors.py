@@ -67,6 +67,22 @@ class TokenSignatureError(AuthError):
     default_message = "Failed to validate JWT signature"
 
 
+class TokenClaimInvalid(AuthError):
+    """A claim a trusted issuer's token must satisfy (nbf, aud, iss, role)."""
+
+    code = "token_claim_invalid"
+    reason_code = "InvalidJWTToken"
+    default_message = "A claim of the token is not accepted"
+
+
+class IssuerKeysUnavailable(AuthError):
+    """The issuer's JWKS could not be fetched: no token of it gets through."""
+
+    code = "issuer_keys_unavailable"
+    reason_code = "JwtSignerError"
+    default_message = "Failed to generate JWT signer: the issuer's keys are unavailable"
+
+
 class TenantSuspended(HeraldError):
     status_code = 403
     code = "tenant_suspended"

@@ -65,6 +65,7 @@ from realtime.protocol import BROADCAST, POSTGRES_CHANGES, PRESENCE_DIFF, Codec
 from realtime.protocol.binary import encode_user_broadcast
 from realtime.relay import Relay
 from realtime.row_policy import (
+    claims_key,
     old_row_visible,
     redacted_old_record,
     relevant_claims,
@@ -235,15 +236,11 @@ class ChangeContext:
         relevant = self.claim_names.get(role)
         if relevant is None:  # once per role and change, not per audience
             relevant = self.claim_names[role] = relevant_claims(rules)
-        try:
-            key = (role, *(claims.get(c) for c in relevant))
-            seen = self.visible.get(key)
-        except TypeError:  # a claim that is a list or an object: not memoisable
-            key, seen = None, None
+        # List claims too: claims_key holds their canonical values as a set.
+        key = (role, claims_key(relevant, claims))
+        seen = self.visible.get(key)
         if seen is None:
-            seen = self._judge(role, rules, claims)
-            if key is not None:
-                self.visible[key] = seen
+            seen = self.visible[key] = self._judge(role, rules, claims)
         return seen
 
     def _judge(

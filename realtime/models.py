@@ -1,4 +1,4 @@
-"""Tenants, their keys and row policies, and the change log."""
+"""Tenants, their keys, issuers and policies, and the change log."""
 
 from django.core.validators import RegexValidator
 from django.db import models
@@ -8,7 +8,10 @@ from django.utils import timezone
 
 from realtime.validators import (
     SLUG_RE,
+    validate_algorithms,
+    validate_claim_names,
     validate_identifier,
+    validate_issuer_keys,
     validate_rate_limits,
     validate_rules,
 )
@@ -96,7 +99,8 @@ class RowPolicy(models.Model):
         default=list,
         blank=True,
         validators=[validate_rules],
-        help_text='[{"column": "site_id", "claim": "site_id"}]; empty: every row.',
+        help_text='[{"column": "site_id", "claim": "site_id"}]; empty: every row. '
+        '{"column": "site_id", "claim": "site_ids", "any": true}: one of a list.',
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -106,7 +110,10 @@ class RowPolicy(models.Model):
         indexes = [models.Index(fields=["tenant", "table", "role"])]
 
     def __str__(self) -> str:
-        rules = ", ".join(f"{r['column']}=claims.{r['claim']}" for r in self.rules)
+        rules = ", ".join(
+            f"{r['column']}{' in ' if r.get('any') else '='}claims.{r['claim']}"
+            for r in self.rules
+        )
         return f"{self.tenant.slug}.{self.table} for {self.role}: {rules or 'all rows'}"
 
 
@@ -290,3 +297,68 @@ class HeraldMessage(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.tenant_slug} {self.topic} {self.event}"
+
+
+class TrustedIssuer(models.Model):
+    """An identity provider whose tokens a tenant accepts (see README, Identity).
+
+    Its keys come from exactly one source: a JWKS URL, static keys (a JWKS or
+    PEM public keys), or a shared HMAC secret. The algorithms allowed follow
+    the keys' kind, so an HMAC algorithm never meets a public key.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="issuers")
+    issuer = models.CharField(max_length=255, help_text="The tokens' `iss`, exactly.")
+    jwks_url = models.URLField(max_length=500, blank=True)
+    static_keys = models.TextField(
+        blank=True, help_text="A JWKS (JSON) or PEM public keys."
+    )
+    hs_secret = models.CharField(max_length=512, blank=True)
+    algorithms = models.JSONField(default=list, validators=[validate_algorithms])
+    audience = models.CharField(
+        max_length=255, blank=True, help_text="Required `aud`; blank: not checked."
+    )
+    leeway = models.PositiveIntegerField(
+        default=0, help_text="Seconds of clock skew allowed on exp, nbf and iat."
+    )
+    sub_claim = models.CharField(max_length=63, default="sub")
+    role_claim = models.CharField(max_length=63, default="role")
+    default_role = models.CharField(
+        max_length=63, blank=True, help_text="The role of a token without one."
+    )
+    copied_claims = models.JSONField(
+        null=True,
+        blank=True,
+        validators=[validate_claim_names],
+        help_text="Claims kept for policies; empty: all of them.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["tenant", "issuer", "id"]
+        indexes = [models.Index(fields=["tenant", "issuer"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    (~Q(jwks_url="") & Q(static_keys="") & Q(hs_secret=""))
+                    | (Q(jwks_url="") & ~Q(static_keys="") & Q(hs_secret=""))
+                    | (Q(jwks_url="") & Q(static_keys="") & ~Q(hs_secret=""))
+                ),
+                name="trustedissuer_one_key_source",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}: {self.issuer}"
+
+    @property
+    def is_symmetric(self) -> bool:
+        return bool(self.hs_secret)
+
+    def clean(self) -> None:
+        validate_issuer_keys(
+            jwks_url=self.jwks_url,
+            static_keys=self.static_keys,
+            hs_secret=self.hs_secret,
+            algorithms=self.algorithms,
+        )

@@ -1,7 +1,9 @@
 """Row policies: which rows of a table a role may see, given its token's claims.
 
 A policy is a list of rules `(column, claim)`; a row is visible when some policy has
-all its rules holding (`row[column] == claims[claim]`). See DESIGN.md, "Row policy".
+all its rules holding (`row[column] == claims[claim]`). A membership rule
+`(column, claim, True)` holds when `row[column]` is one of the values of the list
+claim `claims[claim]`. See DESIGN.md, "Row policy".
 Pure functions, no Django (HOUSE_STYLE habit 5). A binding's filter is checked
 separately and ANDed by the caller, so a filter can only narrow what this allows.
 """
@@ -9,11 +11,12 @@ separately and ANDed by the caller, so a filter can only narrow what this allows
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "SERVICE_ROLE",
+    "claims_key",
     "filter_admitted",
     "old_row_visible",
     "redacted_old_record",
@@ -23,7 +26,9 @@ __all__ = [
 
 SERVICE_ROLE = "service_role"
 
-Rule = tuple[str, str]
+# (column, claim), or (column, claim, True) for "row[column] in claims[claim]".
+Rule = tuple[str, str] | tuple[str, str, bool]
+MAX_LIST_CLAIM = 1000  # values of a list claim considered; the rest are ignored
 
 
 def row_visible(
@@ -93,7 +98,24 @@ def filter_admitted(
 
 def relevant_claims(policies: Sequence[Sequence[Rule]]) -> frozenset[str]:
     """The claim names `policies` read: sockets equal on these see the same rows."""
-    return frozenset(claim for policy in policies for _column, claim in policy)
+    return frozenset(rule[1] for policy in policies for rule in policy)
+
+
+def claims_key(
+    claim_names: Iterable[str], claims: Mapping[str, Any]
+) -> tuple[str | frozenset[str] | None, ...]:
+    """A hashable key of what policies read of `claims`, for memoising.
+
+    `claim_names` is `relevant_claims(policies)`, the same collection (so the
+    same order) for every principal compared. Principals with equal keys are
+    judged alike: a scalar claim stands as its canonical text, a list claim as
+    the set of its canonical values, anything else as None (it matches nothing
+    either way).
+    """
+    return tuple(
+        _canonical_set(value) if isinstance(value, list) else _canonical(value)
+        for value in (claims.get(claim) for claim in claim_names)
+    )
 
 
 def _policy_holds(
@@ -104,9 +126,13 @@ def _policy_holds(
         return True
     if row is None:
         return False
-    for column, claim in policy:
-        expected = _canonical(claims.get(claim))
-        if expected is None or _canonical(row.get(column)) != expected:
+    for rule in policy:
+        if _is_membership(rule):
+            if not _member(row.get(rule[0]), claims.get(rule[1])):
+                return False
+            continue
+        expected = _canonical(claims.get(rule[1]))
+        if expected is None or _canonical(row.get(rule[0])) != expected:
             return False
     return True
 
@@ -114,13 +140,45 @@ def _policy_holds(
 def _policy_admits(
     policy: Sequence[Rule], claims: Mapping[str, Any], equalities: Mapping[str, Any]
 ) -> bool:
-    for column, claim in policy:
+    for rule in policy:
+        column, claim = rule[0], rule[1]
+        if _is_membership(rule):
+            members = _canonical_set(claims.get(claim))
+            if not members:
+                return False  # an absent or empty list claim admits nothing
+            if column in equalities and _canonical(equalities[column]) not in members:
+                return False
+            continue
         expected = _canonical(claims.get(claim))
         if expected is None:
             return False  # a policy on a claim the principal lacks never holds
         if column in equalities and _canonical(equalities[column]) != expected:
             return False
     return True
+
+
+def _is_membership(rule: Rule) -> bool:
+    return len(rule) > 2 and rule[2] is True
+
+
+def _member(value: Any, claim: Any) -> bool:
+    """Whether a row's value is one of a list claim's (canonical) values."""
+    members = _canonical_set(claim)
+    canonical = _canonical(value)
+    return members is not None and canonical is not None and canonical in members
+
+
+def _canonical_set(claim: Any) -> frozenset[str] | None:
+    """The canonical values of a list claim; None when the claim is not a list.
+
+    Only a JSON array counts: a scalar where a list is expected is a
+    misconfigured token, not a one-element list. Values that never match
+    (null, containers, non-finite floats) are left out.
+    """
+    if not isinstance(claim, list):
+        return None
+    values = (_canonical(item) for item in claim[:MAX_LIST_CLAIM])
+    return frozenset(v for v in values if v is not None)
 
 
 def _canonical(value: Any) -> str | None:

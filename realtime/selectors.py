@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from realtime.channel_policy import ChannelRule
 from realtime.models import ChannelPolicy, RowPolicy
+from realtime.row_policy import Rule
 
-Rules = list[list[tuple[str, str]]]
+Rules = list[list[Rule]]
 
 
 def row_policy_rules(*, tenant_id: int, table: str) -> dict[str, Rules]:
-    """role → its policies for the table, each a list of (column, claim) rules."""
+    """role → its policies for the table, each a list of rules (row_policy.Rule)."""
     by_role: dict[str, Rules] = defaultdict(list)
     rows = RowPolicy.objects.filter(tenant_id=tenant_id, table=table).values_list(
         "role", "rules"
     )
     for role, rules in rows:
-        by_role[role].append([(r["column"], r["claim"]) for r in rules])
+        by_role[role].append([_rule(r) for r in rules])
     return dict(by_role)
+
+
+def _rule(rule: dict[str, Any]) -> Rule:
+    if rule.get("any") is True:
+        return (rule["column"], rule["claim"], True)
+    return (rule["column"], rule["claim"])
 
 
 def channel_rules(*, tenant_id: int) -> list[ChannelRule]:

@@ -25,6 +25,8 @@ TOKEN_ERRORS = (
     errors.MalformedToken,
     errors.TokenSignatureError,
     errors.TokenClaimsMissing,
+    errors.TokenClaimInvalid,
+    errors.IssuerKeysUnavailable,
 )
 
 

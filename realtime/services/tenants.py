@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -111,10 +112,10 @@ def row_policy_add(
     tenant: Tenant,
     table: str,
     role: str,
-    rules: list[dict[str, str]],
+    rules: list[dict[str, Any]],
     actor: str = "",
 ) -> RowPolicy:
-    """Let `role` see the rows of `table` where every rule's column equals its claim."""
+    """Let `role` see the rows of `table` where every rule holds (row_policy)."""
     policy = RowPolicy(tenant=tenant, table=table, role=role, rules=rules)
     policy.full_clean()
     with transaction.atomic():

@@ -112,6 +112,28 @@ def test_add_row_policy(tenant, capsys):
 
 
 @pytest.mark.django_db
+def test_add_row_policy_with_match_any(tenant, capsys):
+    call_command(
+        "add_row_policy",
+        "--tenant",
+        tenant.tenant.slug,
+        "--table",
+        "orders",
+        "--role",
+        "authenticated",
+        "--match-any",
+        "site_id=site_ids",
+        "--match",
+        "kind=kind",
+    )
+    assert "site_id in claims.site_ids" in capsys.readouterr().out
+    assert RowPolicy.objects.get().rules == [
+        {"column": "kind", "claim": "kind"},
+        {"column": "site_id", "claim": "site_ids", "any": True},
+    ]
+
+
+@pytest.mark.django_db
 def test_add_row_policy_refuses_a_column_that_is_not_an_identifier(tenant):
     from django.core.management.base import CommandError
 

@@ -1,6 +1,8 @@
 import pytest
 
 from realtime.row_policy import (
+    claims_key,
+    filter_admitted,
     old_row_visible,
     redacted_old_record,
     relevant_claims,
@@ -146,3 +148,72 @@ def test_a_hidden_old_row_keeps_only_its_id():
     assert redacted_old_record({"id": None, "title": "x"}) == {"id": None}
     assert redacted_old_record({"site_id": 99, "title": "x"}) == {}
     assert redacted_old_record(None) == {}
+
+
+# --- Membership rules: row[column] in claims[claim] ----------------------------
+
+SITES = [[("site_id", "site_ids", True)]]
+
+
+@pytest.mark.parametrize(
+    "site_id, seen", [(1, True), (2, True), ("2", True), (3, False)]
+)
+def test_a_membership_rule_shows_rows_whose_value_is_in_the_list(site_id, seen):
+    assert visible(SITES, {"site_id": site_id}, {"site_ids": [1, "2"]}) is seen
+
+
+@pytest.mark.parametrize("claim", [None, [], 1, "1", {"1": 1}, [[1]], [None]])
+def test_a_membership_rule_needs_a_list_holding_the_value(claim):
+    assert not visible(SITES, {"site_id": 1}, {"site_ids": claim})
+
+
+def test_membership_combines_with_equality_and_other_policies():
+    both = [[("site_id", "site_ids", True), ("owner_id", "sub")]]
+    claims = {"site_ids": [1, 2], "sub": "u1"}
+    assert visible(both, {"site_id": 2, "owner_id": "u1"}, claims)
+    assert not visible(both, {"site_id": 2, "owner_id": "u2"}, claims)
+    assert visible([*both, [("org", "org_id")]], {"org": 7}, {**claims, "org_id": 7})
+
+
+def test_a_filter_outside_the_list_is_not_admitted():
+    claims = {"site_ids": [1, 2]}
+
+    def admitted(value: object) -> bool:
+        return filter_admitted(
+            role="authenticated",
+            policies=SITES,
+            claims=claims,
+            equalities={"site_id": value},
+        )
+
+    assert admitted(2) and admitted("1") and not admitted(3)
+
+
+def test_claims_key_is_hashable_and_equal_only_for_equal_judgements():
+    names = relevant_claims([*SITES, [("site_id", "site_id")]])
+    a = claims_key(names, {"site_ids": [1, 2], "site_id": 5})
+    assert a == claims_key(names, {"site_ids": ["2", 1, 1], "site_id": "5"})
+    assert a != claims_key(names, {"site_ids": [1, 2, 3], "site_id": 5})
+    assert a != claims_key(names, {"site_ids": [1], "site_id": 5})
+    hash(claims_key(names, {"site_ids": [{"x": 1}], "site_id": {"$ne": 1}}))
+
+
+@pytest.mark.parametrize(
+    "rule, valid",
+    [
+        ({"column": "site_id", "claim": "site_ids", "any": True}, True),
+        ({"column": "site_id", "claim": "site_ids", "any": False}, False),
+        ({"column": "site_id", "claim": "site_ids", "any": "yes"}, False),
+        ({"column": "site_id", "claim": "site_ids", "all": True}, False),
+    ],
+)
+def test_membership_rules_are_validated(rule, valid):
+    from django.core.exceptions import ValidationError
+
+    from realtime.validators import validate_rules
+
+    if valid:
+        validate_rules([rule])
+    else:
+        with pytest.raises(ValidationError):
+            validate_rules([rule])
