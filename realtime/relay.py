@@ -266,9 +266,10 @@ class Relay:
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # The layer is down: the poll still finds every change.
-                logger.warning("Relay could not listen for hints", exc_info=True)
+            except Exception as exc:
+                # The layer is down (Redis restarting): the poll still finds
+                # every change. A warning, not a traceback: this is expected.
+                logger.warning("Relay could not listen for hints: %r", exc)
                 await asyncio.sleep(1)
 
     async def _run(self) -> None:

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from django.db import connection
+from redis.exceptions import RedisError
 
 from realtime.db import on_commit
 from realtime.layer import wake_send
@@ -43,4 +44,8 @@ def _registered(pending: set[int | None]) -> bool:
 def _send(*, pending: set[int | None]) -> None:
     if getattr(connection, PENDING_ATTR, None) is pending:
         delattr(connection, PENDING_ATTR)
-    wake_send(sorted(pending, key=lambda t: -1 if t is None else t))
+    try:
+        wake_send(sorted(pending, key=lambda t: -1 if t is None else t))
+    except (RedisError, OSError) as exc:
+        # Only a hint: the relays' poll finds the committed rows anyway.
+        logger.warning("Could not wake the relays: %r", exc)
