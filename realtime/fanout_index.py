@@ -96,6 +96,3 @@ class AudienceIndex:
                 if bucket:
                     found.update(bucket)
         return list(found.values())
-
-    def __len__(self) -> int:
-        return len(self.scanned) + len(self._keys)

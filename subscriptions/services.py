@@ -23,33 +23,9 @@ from realtime.bounds import storable
 from subscriptions.models import Subscription
 
 
-def subscription_open(
-    *,
-    principal: Principal,
-    topic: str,
-    bindings: Sequence[dict[str, Any]],
-    private: bool,
-    node: str,
-    connection: str,
-    join_ref: str | None,
-    ip: str | None = None,
-) -> int:
-    """Record a joined channel and its `join` activity; returns its id."""
-    item = {
-        "principal": principal,
-        "topic": topic,
-        "bindings": bindings,
-        "private": private,
-        "node": node,
-        "connection": connection,
-        "join_ref": join_ref,
-        "ip": ip,
-    }
-    return subscriptions_open(items=[item])[0]
-
-
 def subscriptions_open(*, items: Sequence[Mapping[str, Any]]) -> list[int]:
-    """`subscription_open` for many joins, in one transaction; their ids.
+    """Record joined channels and their `join` activity, in one transaction;
+    their ids, in order.
 
     The consumers' joins come here in batches (realtime/batched.py): one
     commit for a whole reconnect storm's worth of rows.
@@ -120,25 +96,9 @@ def binding_summary(binding: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def subscription_close(
-    *,
-    subscription_id: int,
-    delivered: int,
-    principal: Principal,
-    ip: str | None = None,
-) -> None:
-    """Close a subscription, adding what was delivered since the last flush."""
-    item = {
-        "subscription_id": subscription_id,
-        "delivered": delivered,
-        "principal": principal,
-        "ip": ip,
-    }
-    subscriptions_close(items=[item])
-
-
 def subscriptions_close(*, items: Sequence[Mapping[str, Any]]) -> list[None]:
-    """`subscription_close` for many, in one transaction (a disconnect storm)."""
+    """Close subscriptions, adding what each delivered since the last flush,
+    with their `leave` activity; one transaction (a disconnect storm)."""
     now = timezone.now()
     left = []
     with transaction.atomic():

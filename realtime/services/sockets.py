@@ -73,20 +73,9 @@ def refusal_record(
     )
 
 
-def connection_open(*, apikey: str | None, ip: str | None) -> Principal:
-    """Resolve the socket's key; every outcome is written to the activity log."""
-    try:
-        principal = principal_from_apikey(apikey)
-    except errors.HeraldError as exc:
-        refusal_record(event_type=refusal_event(exc), reason=exc.message, ip=ip)
-        raise
-    activity_record(event_type=EventType.CONNECT, principal=principal, ip=ip)
-    return principal
-
-
 def connections_open(*, items: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """`connection_open` for many sockets at once: each one's principal, or
-    the error refusing it; the connect rows in one transaction."""
+    """Resolve sockets' keys: each one's principal, or the error refusing it
+    (written to the activity log); the connect rows in one statement."""
     results: list[Any] = []
     for item in items:
         try:
@@ -106,10 +95,6 @@ def connections_open(*, items: Sequence[Mapping[str, Any]]) -> list[Any]:
         ]
     )
     return results
-
-
-def connection_close(*, principal: Principal, ip: str | None, code: int) -> None:
-    connections_close(items=[{"principal": principal, "ip": ip, "code": code}])
 
 
 def connections_close(*, items: Sequence[Mapping[str, Any]]) -> list[None]:
