@@ -1,7 +1,7 @@
 """Normalize the `postgres_changes` bindings of a `phx_join` and match changes.
 
-See protocol/SPEC.md §4.1-4.3 and §6, and protocol/CLIENTS.md §3-4. Pure functions,
-no Django (HOUSE_STYLE habit 5).
+See docs/protocol.md §4 (joining), §5 (delivery), §6 (filters) and §11 (what the
+clients require). Pure functions, no Django, so they are tested without a database.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ EVENTS = frozenset({"*", "INSERT", "UPDATE", "DELETE"})
 # Every change Herald publishes is a row of schema `public`.
 HERALD_SCHEMA = "public"
 # Supabase's ids are :erlang.phash2(params), in 0..2**27-1; ours skip 0 because
-# realtime-js and the Python client ignore a falsy id (CLIENTS.md §4).
+# realtime-js and the Python client ignore a falsy id (docs/protocol.md §11).
 _ID_RANGE = 2**27 - 1
 
 
@@ -130,7 +130,7 @@ def _event(params: Mapping[str, Any]) -> str:
     # `events` is what realtime-py < 2.27.1 sends instead of `event`.
     value = params.get("event", params.get("events"))
     event = value.upper() if isinstance(value, str) else "*"
-    # Realtime reads anything it does not know as every event (SPEC §6).
+    # Realtime reads anything it does not know as every event (docs/protocol.md §4).
     return event if event in EVENTS else "*"
 
 

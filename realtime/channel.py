@@ -1,4 +1,4 @@
-"""A joined channel's state and the join payload's config (SPEC §4.1)."""
+"""A joined channel's state and the join payload's config (docs/protocol.md §4)."""
 
 from __future__ import annotations
 

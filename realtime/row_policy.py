@@ -3,9 +3,10 @@
 A policy is a list of rules `(column, claim)`; a row is visible when some policy has
 all its rules holding (`row[column] == claims[claim]`). A membership rule
 `(column, claim, True)` holds when `row[column]` is one of the values of the list
-claim `claims[claim]`. See DESIGN.md, "Row policy".
-Pure functions, no Django (HOUSE_STYLE habit 5). A binding's filter is checked
-separately and ANDed by the caller, so a filter can only narrow what this allows.
+claim `claims[claim]`. See README, "Listening" (row policies), and
+docs/architecture.md §6. Pure functions, no Django, so they are tested without a
+database. A binding's filter is checked separately and ANDed by the caller, so a
+filter can only narrow what this allows.
 """
 
 from __future__ import annotations

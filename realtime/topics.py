@@ -1,4 +1,4 @@
-"""Broadcast and presence on a joined channel (SPEC §7, §8, §10.3).
+"""Broadcast and presence on a joined channel (docs/protocol.md §7, §8).
 
 A mixin of the socket consumer: what a client sends on its topic goes to the
 topic's group on the channel layer, so every process delivers it to its own

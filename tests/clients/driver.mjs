@@ -48,7 +48,7 @@ function errorText(err) {
 }
 
 // A library that throws inside a socket callback would kill the process (with
-// `ws`, CLIENTS.md §5.2); report it instead so the test sees what broke.
+// `ws`, docs/protocol.md §11); report it instead so the test sees what broke.
 process.on('uncaughtException', (err) => {
   emit({ event: 'exception', message: errorText(err), stack: err?.stack ?? null })
 })

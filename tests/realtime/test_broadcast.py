@@ -14,7 +14,7 @@ def is_broadcast(frame):
 
 
 def kind3(topic, event, payload: bytes, *, join_ref="1", ref="9", encoding=1):
-    """What realtime-js v2 sends for channel.send() (SPEC §2.2)."""
+    """What realtime-js v2 sends for channel.send() (docs/protocol.md §2)."""
     fields = [join_ref.encode(), ref.encode(), topic.encode(), event.encode(), b""]
     return bytes([3, *(len(f) for f in fields), encoding]) + b"".join(fields) + payload
 

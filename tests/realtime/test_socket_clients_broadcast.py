@@ -125,7 +125,10 @@ def receive(client: ClientProcess, topic: str, body: dict[str, Any]) -> None:
 
 
 def binary_pushes(client: ClientProcess) -> list[dict[str, Any]]:
-    """The binary frames the JS client wrote, decoded as kind 3 (SPEC §2.2)."""
+    """The binary frames the JS client wrote, decoded as kind 3.
+
+    See docs/protocol.md §2.
+    """
     pushes = []
     for event in client.matching(lambda e: e["event"] == "sent"):
         frame = bytes.fromhex(event["hex"])
@@ -562,7 +565,7 @@ def test_send_before_joining_and_http_send_go_over_rest(
         join(client, topic, {})
 
     # A channel that was never subscribed: send() falls back to
-    # POST /realtime/v1/api/broadcast (SPEC §7.2) and resolves 'ok' on 202.
+    # POST /realtime/v1/api/broadcast (docs/protocol.md §7) and resolves 'ok' on 202.
     for sender in (js_v2, supabase):
         call(sender, "on_broadcast", topic=topic, event=EVENT)
         body = {"from": f"{sender.kind} send"}
