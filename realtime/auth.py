@@ -23,9 +23,9 @@ from realtime.bounds import MAX_JSON_DEPTH, too_deep
 from realtime.issuers import issuer_matching, issuer_token_verify
 from realtime.keys import PREFIX_SHOWN, key_hash, looks_like_key
 from realtime.models import ApiKey, Tenant
+from realtime.roles import SERVICE_ROLE
 
 ALGORITHMS = ["HS256", "HS384", "HS512"]
-SERVICE_ROLE = "service_role"
 
 
 @dataclass(frozen=True, slots=True)

@@ -408,7 +408,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                 presence_enabled=config.presence_enabled,
                 transport=self.transport,
             ),
-            presence_key=config.presence_key or str(uuid.uuid1()),
+            presence_key=config.presence_key or str(uuid.uuid4()),
             rules=rules,
         )
 

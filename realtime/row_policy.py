@@ -15,6 +15,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from realtime.roles import SERVICE_ROLE
+
 __all__ = [
     "SERVICE_ROLE",
     "claims_key",
@@ -25,7 +27,6 @@ __all__ = [
     "row_visible",
 ]
 
-SERVICE_ROLE = "service_role"
 
 # (column, claim), or (column, claim, True) for "row[column] in claims[claim]".
 Rule = tuple[str, str] | tuple[str, str, bool]
