@@ -83,6 +83,9 @@ TOO_MANY_MESSAGES = "Too many messages per second"
 # Supabase's fallback reason for a channel that failed.
 CHANNEL_FAILED = "Unknown Error on Channel"
 
+# Token-expiry tasks in flight, held so the loop cannot collect them early.
+EXPIRING: set[asyncio.Task[None]] = set()
+
 
 async def released(what: str, step: Awaitable[Any]) -> None:
     """One step of letting go of a socket: a failure is logged, and the steps
@@ -600,8 +603,15 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             return
         delay = max(0.0, channel.principal.exp - time.time())
         channel.expiry = asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.create_task(self._expire(channel))
+            delay, self._expire_soon, channel
         )
+
+    def _expire_soon(self, channel: JoinedChannel) -> None:
+        # The loop keeps only a weak reference to a task: one nobody holds can
+        # be collected before it runs, and the expired channel would stay open.
+        task = asyncio.create_task(self._expire(channel))
+        EXPIRING.add(task)
+        task.add_done_callback(EXPIRING.discard)
 
     async def _expire(self, channel: JoinedChannel) -> None:
         if self.channels.get(channel.topic) is channel:
