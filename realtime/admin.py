@@ -22,6 +22,7 @@ from realtime.models import (
     TrustedIssuer,
 )
 from realtime.services.issuers import trusted_issuer_remove, trusted_issuer_save
+from realtime.services.policies import policy_delete, policy_save
 from realtime.services.tenants import (
     api_key_create,
     api_key_revoke,
@@ -46,9 +47,32 @@ class ApiKeyInline(admin.TabularInline):
 
 
 class RowPolicyInline(admin.TabularInline):
+    # Read-only here: edits go through the policy's own page, whose saves and
+    # deletes are logged by the service.
     model = RowPolicy
-    fields = ["table", "role", "rules"]
+    fields = readonly_fields = ("table", "role", "rules")
     extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class PolicyAdmin(admin.ModelAdmin):
+    """Saves and deletes through realtime.services.policies, with activity rows."""
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any, change: bool
+    ) -> None:
+        policy_save(policy=obj, actor=staff_actor(request))
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        policy_delete(policy=obj, actor=staff_actor(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for policy in queryset:
+            policy_delete(policy=policy, actor=staff_actor(request))
 
 
 @admin.register(Tenant)
@@ -127,7 +151,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(RowPolicy)
-class RowPolicyAdmin(admin.ModelAdmin):
+class RowPolicyAdmin(PolicyAdmin):
     list_display = ["tenant", "table", "role", "rules", "created_at"]
     list_filter = ["tenant", "role"]
     search_fields = ["table", "tenant__slug"]
@@ -193,7 +217,7 @@ class TrustedIssuerAdmin(admin.ModelAdmin):
 
 
 @admin.register(ChannelPolicy)
-class ChannelPolicyAdmin(admin.ModelAdmin):
+class ChannelPolicyAdmin(PolicyAdmin):
     list_display = ["tenant", "pattern", "role", "extension", "read", "write"]
     list_filter = ["tenant", "extension", "read", "write"]
     search_fields = ["pattern", "tenant__slug"]
