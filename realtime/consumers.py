@@ -37,7 +37,7 @@ from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
 from realtime.channel_policy import ChannelRule, channel_allowed
 from realtime.client_ip import scope_client_ip
 from realtime.db import best_effort, in_db
-from realtime.fastsend import overfull, protocol_of, tcp_transport_of
+from realtime.fastsend import close_frame, overfull, protocol_of, tcp_transport_of
 from realtime.guards import CLOSE_LIMIT, GuardsMixin, LimitReached
 from realtime.hub import Member, TopicMember, hub
 from realtime.issuers import issuer_keys_warm
@@ -164,6 +164,19 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await hub().register(self)
             metrics.CONNECTIONS.labels(self.principal.tenant.slug).inc()
 
+    async def close(
+        self, code: int | bool | None = None, reason: str | None = None
+    ) -> None:
+        # Codes autobahn will not send itself (1011, 1012) go out directly.
+        if (
+            isinstance(code, int)
+            and not isinstance(code, bool)
+            and not _application_code(code)
+            and close_frame(self.base_send, code)
+        ):
+            return
+        await super().close(code=code, reason=reason)
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Whatever a handler does, the socket lets go of all it holds.
 
@@ -199,6 +212,11 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                     principal=self.principal, ip=self.ip, code=code
                 ),
             )
+
+    async def shut_down(self, code: int) -> None:
+        """The process is stopping (realtime.shutdown): close, then release all."""
+        await released("the socket", self.close(code=code))
+        await self.disconnect(code)
 
     def _count_failure(self) -> None:
         principal = getattr(self, "principal", None)
@@ -639,6 +657,11 @@ def join_bounds_check(config: JoinConfig) -> None:
         raise errors.InvalidJoinPayload(
             f"a presence key is at most {MAX_NAME_LENGTH} characters"
         )
+
+
+def _application_code(code: int) -> bool:
+    """A close code autobahn's sendClose accepts (1000, or 3000-4999)."""
+    return code == 1000 or 3000 <= code <= 4999
 
 
 class ChannelLimit(errors.HeraldError):

@@ -90,6 +90,8 @@ class Socket(Protocol):
 
     async def obey(self, order: dict[str, Any]) -> None: ...
 
+    async def shut_down(self, code: int) -> None: ...
+
 
 # Claims that differ between two tokens of the same user and never decide a
 # row policy; leaving them out lets such sockets share an audience.
