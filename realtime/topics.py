@@ -18,9 +18,7 @@ from realtime.hub import hub
 from realtime.layer import broadcast_send, presence_send
 from realtime.presence import diff_payload, entry_field, phx_ref, state_payload
 from realtime.protocol import PRESENCE_STATE, Message, push
-
-# Slack over the tenant's limit, as Supabase allows for the envelope.
-PAYLOAD_SLACK = 500
+from realtime.services.broadcast import payload_limit
 
 
 def write_denied(channel: JoinedChannel) -> dict[str, str]:
@@ -42,7 +40,7 @@ class TopicsMixin(GuardsMixin):
         raise NotImplementedError
 
     def _payload_limit(self, channel: JoinedChannel) -> int:
-        return channel.principal.tenant.max_payload_size_kb * 1000 + PAYLOAD_SLACK
+        return payload_limit(channel.principal.tenant)
 
     def _may_write(self, channel: JoinedChannel, extension: str) -> bool:
         if not channel.config.private:
@@ -66,6 +64,7 @@ class TopicsMixin(GuardsMixin):
             return
         inner = payload.get("payload")
         raw = inner if isinstance(inner, bytes) else None
+        # Measured as realtime.services.broadcast.broadcast_size does for REST.
         body = (
             b"" if raw is not None else orjson.dumps({**payload, "type": "broadcast"})
         )

@@ -17,6 +17,21 @@ from realtime.selectors import channel_rules
 
 # Slack over the tenant's limit, as Supabase allows for the envelope.
 PAYLOAD_SLACK = 500
+
+
+def payload_limit(tenant: Any) -> int:
+    """Bytes a broadcast may take, measured by `broadcast_size` (socket and REST)."""
+    return int(tenant.max_payload_size_kb) * 1000 + PAYLOAD_SLACK
+
+
+def broadcast_size(event_body: dict[str, Any] | None, raw: bytes | None) -> int:
+    """A broadcast's size: its binary payload, or its JSON body with `type`,
+    `event` and `payload`, as the socket sends it on."""
+    if raw is not None:
+        return len(raw)
+    return len(orjson.dumps({**(event_body or {}), "type": "broadcast"}))
+
+
 # realtime-js needs topic and event to fit a binary frame's one-byte lengths.
 MAX_FIELD_BYTES = 255
 
@@ -52,12 +67,8 @@ def _check(message: BroadcastInput, limit: int) -> None:
         raise errors.InvalidInput("topic: longer than 246 bytes")
     if len(message.event.encode()) > MAX_FIELD_BYTES:
         raise errors.InvalidInput("event: longer than 255 bytes")
-    size = (
-        len(message.raw)
-        if message.raw is not None
-        else len(orjson.dumps(message.payload))
-    )
-    if size > limit:
+    body = {"event": message.event, "payload": message.payload}
+    if broadcast_size(body, message.raw) > limit:
         raise errors.PayloadTooLarge("Payload size exceeds tenant limit")
 
 
@@ -70,7 +81,7 @@ def broadcasts_publish(
     not refused. Returns how many were sent.
     """
     tenant = principal.tenant
-    limit = tenant.max_payload_size_kb * 1000 + PAYLOAD_SLACK
+    limit = payload_limit(tenant)
     for message in messages:
         _check(message, limit)
     rules: list[ChannelRule] = (
