@@ -371,6 +371,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         token = join_token(message.payload)
         config = JoinConfig.parse(message.payload)
         join_bounds_check(config)
+        if self.principal.tenant.private_only and not config.private:
+            raise PrivateOnly()
         principal = await self._principal_for(token, message.topic)
         sub_topic = message.topic[len(TOPIC_PREFIX) :]
         rules: list[ChannelRule] = []
@@ -636,3 +638,12 @@ class ChannelLimit(errors.HeraldError):
     code = "too_many_channels"
     reason_code = "ChannelRateLimitReached"
     default_message = "Too many channels"
+
+
+class PrivateOnly(errors.HeraldError):
+    """The tenant's `private_only` is on and the join is of a public channel."""
+
+    status_code = 403
+    code = "private_only"
+    reason_code = "PrivateOnly"
+    default_message = "This project only allows private channels"

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime import metrics
-from realtime.auth import Principal
+from realtime.auth import Principal, shared_tenant_forget
 from realtime.bindings import Binding, binding_matches, project_change
 from realtime.db import in_db
 from realtime.errors import DatabaseUnavailable
@@ -675,6 +675,8 @@ class Hub:
         elif kind == PRESENCE_TYPE:
             await self.dispatch_presence(message)
         elif kind == CONTROL_TYPE:
+            if message.get("tenant") is not None:
+                shared_tenant_forget(message["tenant"])
             for socket in list(self.sockets.values()):
                 if socket.matches(message):
                     await socket.obey(message)
