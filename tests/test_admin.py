@@ -145,3 +145,35 @@ def test_tracking_a_table_starts_and_stops_from_the_admin(staff, tenant, notes_t
         (EventType.TABLE_TRACKED, "staff:ops"),
         (EventType.TABLE_UNTRACKED, "staff:ops"),
     ]
+
+
+def test_private_only_is_shown_and_switched_by_actions(staff, tenant, herald_server):
+    listing = staff.get("/admin/realtime/tenant/").content.decode()
+    assert "Private only" in listing  # the column, and its filter
+    ws = Socket(herald_server.ws_url, tenant.publishable_key)
+    ws.join("room")
+    staff.post(
+        "/admin/realtime/tenant/",
+        {"action": "private_channels_only", "_selected_action": [tenant.tenant.pk]},
+    )
+    ws.recv_until(lambda f: f["event"] == "phx_close")
+    tenant.tenant.refresh_from_db()
+    assert tenant.tenant.private_only
+    again = Socket(herald_server.ws_url, tenant.publishable_key)
+    assert again.join("room")["payload"]["response"] == {
+        "reason": "PrivateOnly: This project only allows private channels"
+    }
+    log = ActivityLog.objects.get(event_type=EventType.POLICY_CHANGED)
+    assert (log.actor, log.details) == ("staff:ops", {"private_only": True})
+    page = staff.get(f"/admin/realtime/tenant/{tenant.tenant.pk}/change/")
+    assert "Private only" in page.content.decode()
+    staff.post(
+        "/admin/realtime/tenant/",
+        {"action": "public_channels_too", "_selected_action": [tenant.tenant.pk]},
+    )
+    tenant.tenant.refresh_from_db()
+    assert not tenant.tenant.private_only
+    third = Socket(herald_server.ws_url, tenant.publishable_key)
+    assert third.join("room")["payload"]["status"] == "ok"
+    for socket in (ws, again, third):
+        socket.close()

@@ -295,3 +295,83 @@ def test_catch_up_with_a_selecting_binding_is_cut_the_same_way(
         ({"id": 5, "card": "ours"}, {"id": 5})
     ]
     assert sorted(c["name"] for c in page.changes[0].columns) == ["card", "id"]
+
+
+def test_each_distinct_shape_is_encoded_once(tenant: TenantCredentials) -> None:
+    """Sixty channels in three selection classes on one topic: three frames
+    are encoded for a change, each shared by its class (fastsend's Frame)."""
+    import asyncio
+
+    import orjson
+
+    from realtime.auth import Principal
+    from realtime.bindings import parse_bindings
+    from realtime.fastsend import Outbox
+    from realtime.hub import Hub, Member
+    from realtime.layer import stream_group
+    from realtime.protocol import V1
+
+    selections = [None, ["status"], ["status", "card"]]
+    members = []
+    for n in range(60):
+        select = selections[n % 3]
+        params = binding() if select is None else binding(select=select)
+        bindings, _ = parse_bindings([params])
+        members.append(
+            Member(
+                send=None,  # type: ignore[arg-type]
+                codec=V1,
+                topic="realtime:orders",
+                bindings=tuple(bindings),
+                principal=Principal(
+                    tenant=tenant.tenant, role="service_role", claims={"sub": f"u{n}"}
+                ),
+            )
+        )
+    change = {
+        "schema": "public",
+        "table": TABLE,
+        "commit_timestamp": "2026-12-02T12:00:00.000Z",
+        "type": "INSERT",
+        "columns": [{"name": c, "type": "text"} for c in ("id", "status", "card")],
+        "errors": None,
+        "seq": 1,
+        "record": {"id": 1, "status": "new", "card": "c-1"},
+    }
+
+    async def fan_out() -> list[tuple[Member, Any]]:
+        hub = Hub()
+        try:
+            for member in members:
+                await hub.add(member)
+            outbox = Outbox()
+            message = {
+                "type": "stream.changes",
+                "stream": stream_group(tenant.tenant.pk, TABLE),
+                "tenant": tenant.tenant.pk,
+                "seqs": [1],
+                "data": [orjson.dumps(change)],
+            }
+            await hub.dispatch_changes(message, outbox)
+            return [(m, frames) for m, frames in outbox.flush()]
+        finally:
+            for task in hub._tasks:
+                task.cancel()
+
+    sent = asyncio.run(fan_out())
+    assert len(sent) == 60
+    frames = {id(frames[0]): frames[0] for _, frames in sent}
+    assert len(frames) == 3
+    records = sorted(
+        sorted(orjson.loads(f.text)["payload"]["data"]["record"])
+        for f in frames.values()
+    )
+    assert records == [
+        ["card", "id", "status"],
+        ["card", "id", "status"],
+        ["id", "status"],
+    ]
+    for member, [frame] in sent:
+        select = member.bindings[0].select
+        expected = {"id", "status", "card"} if select is None else select | {"id"}
+        assert set(orjson.loads(frame.text)["payload"]["data"]["record"]) == expected
