@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from realtime.bounds import MAX_FILTER_LENGTH, MAX_NAME_LENGTH
@@ -29,6 +29,8 @@ __all__ = [
     "join_reply_entries",
     "parse_bindings",
     "project_change",
+    "select_checked",
+    "selected_tables",
 ]
 
 EVENTS = frozenset({"*", "INSERT", "UPDATE", "DELETE"})
@@ -147,6 +149,37 @@ def project_change(
             c for c in columns if isinstance(c, Mapping) and c.get("name") in keep
         ]
     return shaped
+
+
+def selected_tables(bindings: Iterable[Binding]) -> set[str]:
+    """Tables whose columns the bindings' selections must be checked against."""
+    return {
+        b.table
+        for b in bindings
+        if b.select is not None and b.error is None and b.table is not None
+    }
+
+
+def select_checked(
+    bindings: Sequence[Binding], columns: Mapping[str, frozenset[str] | None]
+) -> tuple[list[Binding], list[str]]:
+    """Refuse, as Supabase does, a selection naming a column its table lacks.
+
+    `columns` holds each table's columns, None where Herald knows no schema
+    (a table published over REST): there any identifier is taken.
+    """
+    checked, errors = [], []
+    for binding in bindings:
+        known = columns.get(binding.table or "")
+        if binding.select is not None and binding.error is None and known is not None:
+            raw = binding.raw.get("select") or []
+            missing = [n for n in raw if isinstance(n, str) and n not in known]
+            if missing:
+                error = _invalid_select_message(binding.raw, binding.filter, missing[0])
+                binding = replace(binding, error=error)
+                errors.append(error)
+        checked.append(binding)
+    return checked, errors
 
 
 def _parse_binding(params: dict[str, Any]) -> Binding:

@@ -23,7 +23,12 @@ from audit.models import EventType
 from realtime import errors, metrics
 from realtime.auth import Principal, principal_shared
 from realtime.batched import batched
-from realtime.bindings import join_reply_entries, parse_bindings
+from realtime.bindings import (
+    join_reply_entries,
+    parse_bindings,
+    select_checked,
+    selected_tables,
+)
 from realtime.bounds import (
     MAX_BINDINGS_PER_JOIN,
     MAX_FRAME_DEPTH,
@@ -58,7 +63,7 @@ from realtime.protocol import (
     error_frame,
     reply,
 )
-from realtime.selectors import channel_rules
+from realtime.selectors import channel_rules, tracked_columns
 from realtime.services.sockets import (
     connections_close,
     connections_open,
@@ -418,6 +423,10 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         # Held from here on: whatever fails below, `_forget` lets go of it all.
         self.channels[channel.topic] = channel
         bindings, problems = parse_bindings(channel.config.postgres_changes)
+        if tables := selected_tables(bindings):
+            known = await in_db(tracked_columns, tables=tables)
+            bindings, unknown = select_checked(bindings, known)
+            problems += unknown
         valid = tuple(b for b in bindings if b.error is None)
         if valid:
             channel.member = Member(

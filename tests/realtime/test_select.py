@@ -375,3 +375,35 @@ def test_each_distinct_shape_is_encoded_once(tenant: TenantCredentials) -> None:
         select = member.bindings[0].select
         expected = {"id", "status", "card"} if select is None else select | {"id"}
         assert set(orjson.loads(frame.text)["payload"]["data"]["record"]) == expected
+
+
+@pytest.mark.parametrize("kind", ["supabase-js", "python"])
+def test_a_tracked_tables_columns_are_checked_as_supabase_checks_them(
+    kind: str, clients: ClientFactory, herald_server: Any, tenant: TenantCredentials
+) -> None:
+    """A tracked table has a schema: a name it has no column of is refused."""
+    from tests.tracked.models import Article
+
+    row_policy_add(tenant=tenant.tenant, table="articles", role="anon", rules=[])
+    client = clients(kind, herald_server, apikey=tenant.publishable_key)
+    articles = {"event": "INSERT", "schema": "public", "table": "articles"}
+    typo = {**articles, "select": ["title", "titel"]}
+    since = client.mark()
+    # As from Supabase: the join is answered ok, then a system error says why
+    # (supabase-js hands it to on('system'), Python reports a channel error).
+    client.subscribe("typo", [typo])
+    told = client.wait_for(
+        lambda e: (
+            e.get("topic") == "typo"
+            and e["event"] in {"system", "status"}
+            and "invalid column for select titel" in str(e)
+        ),
+        since=since,
+    )
+    assert "[event: INSERT, schema: public, table: articles" in str(told)
+    client.subscribe("fine", [{**articles, "select": ["title", "price"]}])
+    Article.objects.create(tenant=tenant.tenant, site_id=1, title="Hello")
+    new, _ = rows_of(client.change(lambda e: e["topic"] == "fine"))
+    assert set(new) == {"id", "title", "price"}
+    assert new["title"] == "Hello"
+    client.assert_no(lambda e: is_change(e) and e["topic"] == "typo")
