@@ -39,9 +39,9 @@ HERALD_SCHEMA = "public"
 # Supabase's ids are :erlang.phash2(params), in 0..2**27-1; ours skip 0 because
 # realtime-js and the Python client ignore a falsy id (CLIENTS.md §4).
 _ID_RANGE = 2**27 - 1
-# Names in one binding's `select`. Herald's records have no declared schema to
-# check the names against (Supabase checks pg_attribute), so the list itself is
-# bounded: shaping a change costs one lookup per selected name.
+# Names in one binding's `select` (Supabase has no cap: its names must be
+# columns of the table). A table published over REST has no declared schema to
+# bound them, so the list is: shaping a change costs one lookup per name.
 MAX_SELECT_COLUMNS = 100
 # Sent with every selection, as Supabase always sends the primary key columns;
 # `id` stands for the primary key, as in realtime.row_policy.redacted_old_record.
