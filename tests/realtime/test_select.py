@@ -407,3 +407,19 @@ def test_a_tracked_tables_columns_are_checked_as_supabase_checks_them(
     assert set(new) == {"id", "title", "price"}
     assert new["title"] == "Hello"
     client.assert_no(lambda e: is_change(e) and e["topic"] == "typo")
+
+
+def test_tracked_columns_leave_out_the_excluded_ones(tenant: TenantCredentials) -> None:
+    from realtime.models import TrackedTable
+    from realtime.selectors import tracked_columns
+
+    articles = TrackedTable.objects.get(table="articles")
+    whole = tracked_columns(tables=["articles", TABLE])
+    assert whole[TABLE] is None  # published over REST: no schema known
+    assert whole["articles"] is not None
+    assert {"id", "title", "price", "site_id"} <= whole["articles"]
+    articles.exclude = ["price"]
+    articles.save(update_fields=["exclude"])
+    assert tracked_columns(tables=["articles"])["articles"] == whole["articles"] - {
+        "price"
+    }
