@@ -26,6 +26,7 @@ from realtime.services.policies import policy_delete, policy_save
 from realtime.services.tenants import (
     api_key_create,
     api_key_revoke,
+    tenant_private_only_set,
     tenant_resume,
     tenant_suspend,
 )
@@ -77,13 +78,14 @@ class PolicyAdmin(admin.ModelAdmin):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "is_active", "created_at"]
-    list_filter = ["is_active"]
+    list_display = ["slug", "name", "is_active", "private_only", "created_at"]
+    list_filter = ["is_active", "private_only"]
     search_fields = ["slug", "name"]
     # Suspension goes through its actions: they close the tenant's sockets.
-    readonly_fields = ["created_at", "is_active"]
+    # So is private_only: changing it closes the sockets (they hold the old value).
+    readonly_fields = ["created_at", "is_active", "private_only"]
     inlines = [ApiKeyInline, RowPolicyInline]
-    actions = ["suspend", "resume"]
+    actions = ["suspend", "resume", "private_channels_only", "public_channels_too"]
 
     @admin.action(description="Suspend: close their sockets, refuse new ones")
     def suspend(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
@@ -95,8 +97,38 @@ class TenantAdmin(admin.ModelAdmin):
         for tenant in queryset.filter(is_active=False):
             tenant_resume(tenant=tenant, actor=staff_actor(request))
 
+    @admin.action(description="Private only: refuse public channels (PrivateOnly)")
+    def private_channels_only(
+        self, request: HttpRequest, queryset: QuerySet[Tenant]
+    ) -> None:
+        for tenant in queryset.filter(private_only=False):
+            tenant_private_only_set(
+                tenant=tenant, private_only=True, actor=staff_actor(request)
+            )
+
+    @admin.action(description="Allow public channels again")
+    def public_channels_too(
+        self, request: HttpRequest, queryset: QuerySet[Tenant]
+    ) -> None:
+        for tenant in queryset.filter(private_only=True):
+            tenant_private_only_set(
+                tenant=tenant, private_only=False, actor=staff_actor(request)
+            )
+
     fieldsets = [
-        (None, {"fields": ["slug", "name", "is_active", "jwt_secret", "created_at"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "slug",
+                    "name",
+                    "is_active",
+                    "private_only",
+                    "jwt_secret",
+                    "created_at",
+                ]
+            },
+        ),
         (
             "Limits",
             {

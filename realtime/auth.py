@@ -224,6 +224,12 @@ def principal_shared(principal: Principal) -> Principal:
     return replace(principal, tenant=entry[1])
 
 
+def shared_tenant_forget(tenant_id: int) -> None:
+    """Drop the shared copy: an order for the tenant means its row changed
+    (private_only, suspension), and new sockets must not get the old one."""
+    _shared_tenants.pop(tenant_id, None)
+
+
 def principal_resolve(*, apikey: str | None, bearer: str | None = None) -> Principal:
     """An `apikey` plus an optional bearer token: the bearer decides the role."""
     principal = principal_from_apikey(apikey)

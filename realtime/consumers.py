@@ -23,7 +23,12 @@ from audit.models import EventType
 from realtime import errors, metrics
 from realtime.auth import Principal, principal_shared
 from realtime.batched import batched
-from realtime.bindings import join_reply_entries, parse_bindings
+from realtime.bindings import (
+    join_reply_entries,
+    parse_bindings,
+    select_checked,
+    selected_tables,
+)
 from realtime.bounds import (
     MAX_BINDINGS_PER_JOIN,
     MAX_FRAME_DEPTH,
@@ -58,7 +63,7 @@ from realtime.protocol import (
     error_frame,
     reply,
 )
-from realtime.selectors import channel_rules
+from realtime.selectors import channel_rules, tracked_columns
 from realtime.services.sockets import (
     connections_close,
     connections_open,
@@ -392,6 +397,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         token = join_token(message.payload)
         config = JoinConfig.parse(message.payload)
         join_bounds_check(config)
+        if self.principal.tenant.private_only and not config.private:
+            raise PrivateOnly()
         principal = await self._principal_for(token, message.topic)
         sub_topic = message.topic[len(TOPIC_PREFIX) :]
         rules: list[ChannelRule] = []
@@ -437,6 +444,10 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         # Held from here on: whatever fails below, `_forget` lets go of it all.
         self.channels[channel.topic] = channel
         bindings, problems = parse_bindings(channel.config.postgres_changes)
+        if tables := selected_tables(bindings):
+            known = await in_db(tracked_columns, tables=tables)
+            bindings, unknown = select_checked(bindings, known)
+            problems += unknown
         valid = tuple(b for b in bindings if b.error is None)
         if valid:
             channel.member = Member(
@@ -669,3 +680,12 @@ class ChannelLimit(errors.HeraldError):
     code = "too_many_channels"
     reason_code = "ChannelRateLimitReached"
     default_message = "Too many channels"
+
+
+class PrivateOnly(errors.HeraldError):
+    """The tenant's `private_only` is on and the join is of a public channel."""
+
+    status_code = 403
+    code = "private_only"
+    reason_code = "PrivateOnly"
+    default_message = "This project only allows private channels"

@@ -34,8 +34,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime import metrics
-from realtime.auth import Principal
-from realtime.bindings import Binding, binding_matches
+from realtime.auth import Principal, shared_tenant_forget
+from realtime.bindings import Binding, binding_matches, project_change
 from realtime.db import in_db
 from realtime.errors import DatabaseUnavailable
 from realtime.fanout_index import AudienceIndex
@@ -207,16 +207,23 @@ class ChangeContext:
     matches: dict[Binding, bool] = field(default_factory=dict)
     # (role, relevant claim values) → (may see the change, may see its old row)
     visible: dict[Any, tuple[bool, bool]] = field(default_factory=dict)
-    frames: dict[tuple[str, str, tuple[int, ...], bool], Frame] = field(
-        default_factory=dict
-    )
+    frames: dict[
+        tuple[str, str, tuple[int, ...], bool, frozenset[str] | None], Frame
+    ] = field(default_factory=dict)
     # role → the claim names its policies read
     claim_names: dict[str, frozenset[str]] = field(default_factory=dict)
-    # `data_json` with the old row cut to its id; built for the first who needs it.
-    redacted_json: bytes | None = None
+    # `data_json` with the old row cut to its id, and shaped to a `select`;
+    # built for the first who needs each.
+    shaped_json: dict[tuple[bool, frozenset[str] | None], bytes] = field(
+        default_factory=dict
+    )
 
-    def matching_ids(self, bindings: Iterable[Binding]) -> tuple[int, ...]:
-        ids = []
+    def matching_ids(
+        self, bindings: Iterable[Binding]
+    ) -> list[tuple[frozenset[str] | None, tuple[int, ...]]]:
+        """The ids of the bindings the change matches, grouped by their
+        `select`: each group is sent its own frame, shaped to its columns."""
+        groups: dict[frozenset[str] | None, list[int]] = {}
         for binding in bindings:
             hit = self.matches.get(binding)
             if hit is None:
@@ -228,8 +235,8 @@ class ChangeContext:
                     old_record=self.old_record,
                 )
             if hit:
-                ids.append(binding.id)
-        return tuple(ids)
+                groups.setdefault(binding.select, []).append(binding.id)
+        return [(select, tuple(ids)) for select, ids in groups.items()]
 
     def sight(self, principal: Principal) -> tuple[bool, bool]:
         """Whether `principal` may see the change, and its old row whole."""
@@ -259,12 +266,18 @@ class ChangeContext:
         )
 
     def frame(
-        self, codec: Codec, topic: str, ids: tuple[int, ...], *, redacted: bool
+        self,
+        codec: Codec,
+        topic: str,
+        ids: tuple[int, ...],
+        *,
+        redacted: bool,
+        select: frozenset[str] | None = None,
     ) -> Frame:
-        key = (codec.vsn, topic, ids, redacted)
+        key = (codec.vsn, topic, ids, redacted, select)
         found = self.frames.get(key)
         if found is None:
-            data_json = self._redacted_json() if redacted else self.data_json
+            data_json = self._shaped_json(redacted, select)
             payload = b'{"ids":' + orjson.dumps(ids) + b',"data":' + data_json + b"}"
             found = self.frames[key] = Frame(
                 codec.encode_raw(
@@ -273,12 +286,20 @@ class ChangeContext:
             )
         return found
 
-    def _redacted_json(self) -> bytes:
-        if self.redacted_json is None:
-            self.redacted_json = orjson.dumps(
-                {**self.data, "old_record": redacted_old_record(self.old_record)}
+    def _shaped_json(self, redacted: bool, select: frozenset[str] | None) -> bytes:
+        """The change's data as one class of subscriber sees it: the policy
+        has seen the whole row; what is cut here is only what is sent."""
+        if not redacted and select is None:
+            return self.data_json
+        found = self.shaped_json.get((redacted, select))
+        if found is None:
+            data = self.data
+            if redacted:
+                data = {**data, "old_record": redacted_old_record(self.old_record)}
+            found = self.shaped_json[redacted, select] = orjson.dumps(
+                project_change(data, select)
             )
-        return self.redacted_json
+        return found
 
 
 class PolicyCache:
@@ -656,6 +677,8 @@ class Hub:
         elif kind == PRESENCE_TYPE:
             await self.dispatch_presence(message)
         elif kind == CONTROL_TYPE:
+            if message.get("tenant") is not None:
+                shared_tenant_forget(message["tenant"])
             for socket in list(self.sockets.values()):
                 if socket.matches(message):
                     await socket.obey(message)
@@ -769,19 +792,21 @@ class Hub:
         """The changes an audience may see, into the outbox for its sockets."""
         frames = []
         for context in contexts:
-            ids = context.matching_ids(audience.bindings)
-            if not ids:
+            groups = context.matching_ids(audience.bindings)
+            if not groups:
                 continue
             seen, whole_old_row = context.sight(audience.principal)
             if seen:
-                frames.append(
+                frames += [
                     context.frame(
                         audience.codec,
                         audience.topic,
                         ids,
                         redacted=not whole_old_row,
+                        select=select,
                     )
-                )
+                    for select, ids in groups
+                ]
         if not frames:
             return 0
         members = audience.members.values()

@@ -29,6 +29,11 @@ class Tenant(models.Model):
         default=True, help_text="Off: sockets are closed and new ones refused."
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    private_only = models.BooleanField(
+        default=False,
+        help_text="On: joins of public channels are refused (PrivateOnly), as "
+        "Supabase's tenant flag of the same name.",
+    )
 
     # Limits; the defaults follow Supabase Realtime's.
     max_concurrent_users = models.PositiveIntegerField(default=200)

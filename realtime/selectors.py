@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
+from django.db import connection
+
 from realtime.channel_policy import ChannelRule
-from realtime.models import ChannelPolicy, RowPolicy
+from realtime.models import ChannelPolicy, RowPolicy, TrackedTable
 from realtime.row_policy import Rule
 
 Rules = list[list[Rule]]
@@ -41,3 +44,20 @@ def channel_rules(*, tenant_id: int) -> list[ChannelRule]:
         )
         for p in ChannelPolicy.objects.filter(tenant_id=tenant_id)
     ]
+
+
+def tracked_columns(*, tables: Iterable[str]) -> dict[str, frozenset[str] | None]:
+    """table → the columns its captured changes carry, None for a table that
+    is not tracked (published over REST: no schema is known)."""
+    found: dict[str, frozenset[str] | None] = dict.fromkeys(tables)
+    rows = TrackedTable.objects.filter(table__in=list(found)).values_list(
+        "table", "db_table", "exclude"
+    )
+    for table, db_table, exclude in rows:
+        with connection.cursor() as cursor:
+            description = connection.introspection.get_table_description(
+                cursor, db_table
+            )
+        names = {c.name for c in description} - set(exclude or [])
+        found[table] = (found[table] or frozenset()) | names
+    return found

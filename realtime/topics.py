@@ -7,6 +7,7 @@ members of the topic.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -16,7 +17,15 @@ from realtime.channel_policy import channel_allowed
 from realtime.guards import GuardsMixin, LimitReached
 from realtime.hub import hub
 from realtime.layer import broadcast_send, presence_send
-from realtime.presence import diff_payload, entry_field, phx_ref, state_payload
+from realtime.presence import (
+    CLIENT_PRESENCE_EXCEEDED,
+    MAX_PRESENCE_KEYS,
+    diff_payload,
+    entry_field,
+    phx_ref,
+    state_payload,
+    too_many_keys,
+)
 from realtime.protocol import PRESENCE_STATE, Message, push
 from realtime.services.broadcast import payload_limit
 
@@ -90,6 +99,13 @@ class TopicsMixin(GuardsMixin):
     async def on_presence(self, message: Message, channel: JoinedChannel) -> None:
         payload = message.payload if isinstance(message.payload, dict) else {}
         event = str(payload.get("event", "")).lower()
+        if not channel.presence_calls.allow(time.monotonic()):
+            await self.limit_record(
+                f"ClientPresenceRateLimitReached: {CLIENT_PRESENCE_EXCEEDED}",
+                channel.topic,
+            )
+            await self.shut(channel, CLIENT_PRESENCE_EXCEEDED)
+            return
         try:
             await self.check_presence_rate(channel.principal, channel.topic)
         except LimitReached as exc:
@@ -113,6 +129,13 @@ class TopicsMixin(GuardsMixin):
             await self.reply(
                 message, "error", {"reason": "Track message size exceeded"}
             )
+            return
+        if too_many_keys(meta):
+            reason = (
+                f"Presence track payload holds at most {MAX_PRESENCE_KEYS} keys "
+                "(at every level)"
+            )
+            await self.reply(message, "error", {"reason": reason})
             return
         if not self._may_write(channel, "presence"):
             await self.reply(message, "error", write_denied(channel))

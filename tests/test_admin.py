@@ -203,3 +203,35 @@ def test_row_policies_are_not_edited_inline_on_the_tenant(staff, tenant):
     assert page.status_code == 200
     assert b"articles" in page.content
     assert b'name="row_policies-0-rules"' not in page.content
+
+
+def test_private_only_is_shown_and_switched_by_actions(staff, tenant, herald_server):
+    listing = staff.get("/admin/realtime/tenant/").content.decode()
+    assert "Private only" in listing  # the column, and its filter
+    ws = Socket(herald_server.ws_url, tenant.publishable_key)
+    ws.join("room")
+    staff.post(
+        "/admin/realtime/tenant/",
+        {"action": "private_channels_only", "_selected_action": [tenant.tenant.pk]},
+    )
+    ws.recv_until(lambda f: f["event"] == "phx_close")
+    tenant.tenant.refresh_from_db()
+    assert tenant.tenant.private_only
+    again = Socket(herald_server.ws_url, tenant.publishable_key)
+    assert again.join("room")["payload"]["response"] == {
+        "reason": "PrivateOnly: This project only allows private channels"
+    }
+    log = ActivityLog.objects.get(event_type=EventType.POLICY_CHANGED)
+    assert (log.actor, log.details) == ("staff:ops", {"private_only": True})
+    page = staff.get(f"/admin/realtime/tenant/{tenant.tenant.pk}/change/")
+    assert "Private only" in page.content.decode()
+    staff.post(
+        "/admin/realtime/tenant/",
+        {"action": "public_channels_too", "_selected_action": [tenant.tenant.pk]},
+    )
+    tenant.tenant.refresh_from_db()
+    assert not tenant.tenant.private_only
+    third = Socket(herald_server.ws_url, tenant.publishable_key)
+    assert third.join("room")["payload"]["status"] == "ok"
+    for socket in (ws, again, third):
+        socket.close()

@@ -107,6 +107,33 @@ def tenant_resume(*, tenant: Tenant, actor: str = "") -> Tenant:
     return tenant
 
 
+def tenant_private_only_set(
+    *, tenant: Tenant, private_only: bool, actor: str = ""
+) -> Tenant:
+    """Allow only private channels, or public ones again.
+
+    The tenant's sockets are closed (on commit), as Supabase disconnects them
+    when `private_only` changes: a socket holds the tenant as it was when it
+    connected, so only a reconnect sees the new setting.
+    """
+    with transaction.atomic():
+        tenant.private_only = private_only
+        tenant.save(update_fields=["private_only"])
+        activity_record(
+            event_type=EventType.POLICY_CHANGED,
+            tenant=tenant,
+            actor=actor,
+            target="private_only",
+            details={"private_only": private_only},
+        )
+        reason = (
+            "The project's settings changed (private_only is now "
+            f"{'on' if private_only else 'off'}): connect again"
+        )
+        on_commit(disconnect_send, tenant=tenant.pk, reason=reason)
+    return tenant
+
+
 def row_policy_add(
     *,
     tenant: Tenant,

@@ -109,6 +109,7 @@ class Driver:
                 table=binding.get("table"),
                 schema=binding.get("schema"),
                 filter=binding.get("filter"),
+                select=binding.get("select"),
             )
 
         def on_status(status: Any, error: Exception | None) -> None:
