@@ -229,8 +229,9 @@ class TenantApi(TenantOneApi):
         tags=TAGS,
         request=UpdateInputSerializer,
         responses=TenantDetailSerializer,
-        description="Only the fields given change. Limits apply to what "
-        "clients do next; sockets already open keep what they hold.",
+        description="Only the fields given change. REST rate limits apply at "
+        "once; socket limits to sockets that connect afterwards (an open socket "
+        "keeps the limits it connected with until it reconnects).",
     )
     def patch(self, request: Request, slug: str) -> Response:
         tenant = self.find(slug)
