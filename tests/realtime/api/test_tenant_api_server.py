@@ -4,6 +4,7 @@ import time
 
 import httpx
 import pytest
+from rest_framework.test import APIClient
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from audit.models import ActivityLog, EventType
@@ -146,3 +147,34 @@ def test_rotation_closes_sockets_and_old_tokens_no_longer_join(
     assert fresh.jwt_secret == rotated.json()["jwt_secret"]
     new = token_mint(tenant=fresh, role="authenticated", sub="u1", ttl=600)
     assert after.join("room2", token=new)["payload"]["status"] == "ok"
+
+
+def test_a_setting_that_must_reach_open_sockets_closes_them(
+    sockets, tenant, settings, monkeypatch
+):
+    # `private_only` is such a setting (a branch of its own adds it); the
+    # mechanism is shown here with a limit standing in for it.
+    monkeypatch.setattr(
+        "realtime.services.tenants.FIELDS_CLOSING_SOCKETS",
+        frozenset({"max_channels_per_client"}),
+    )
+    settings.HERALD_OPERATOR_TOKEN = OPERATOR_TOKEN
+    ws = sockets(tenant.publishable_key)
+    ws.join("room")
+    op = APIClient(HTTP_AUTHORIZATION=f"Bearer {OPERATOR_TOKEN}")
+    unrelated = op.patch("/api/tenants/acme", {"name": "Acme 2"}, format="json")
+    assert unrelated.status_code == 200
+    assert ws.join("still-open")["payload"]["status"] == "ok"
+    closing = op.patch(
+        "/api/tenants/acme", {"max_channels_per_client": 1}, format="json"
+    )
+    assert closing.status_code == 200
+    assert system_error(ws)["message"] == (
+        "Unauthorized: The tenant's settings changed; reconnect"
+    )
+    assert closed_code(ws) == 4001
+    again = sockets(tenant.publishable_key)
+    assert again.join("one")["payload"]["status"] == "ok"
+    refused = again.join("two")
+    assert refused["payload"]["status"] == "error"
+    assert "ChannelRateLimitReached" in refused["payload"]["response"]["reason"]
