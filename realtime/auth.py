@@ -214,11 +214,27 @@ SHARED_TENANT_TTL = 30.0
 _shared_tenants: dict[int, tuple[float, Tenant]] = {}
 
 
+def _same_settings(a: Tenant, b: Tenant) -> bool:
+    return all(
+        getattr(a, f.attname) == getattr(b, f.attname)
+        for f in Tenant._meta.concrete_fields
+    )
+
+
 def principal_shared(principal: Principal) -> Principal:
-    """The same principal, holding this process's shared copy of its tenant."""
+    """The same principal, holding this process's shared copy of its tenant.
+
+    The principal's own copy was just read from the database: when it differs
+    from the shared one (a rotated JWT secret, new limits), it replaces it, so
+    a socket never verifies tokens against a secret that was rotated away.
+    """
     now = time.monotonic()
     entry = _shared_tenants.get(principal.tenant.pk)
-    if entry is None or now - entry[0] > SHARED_TENANT_TTL:
+    if (
+        entry is None
+        or now - entry[0] > SHARED_TENANT_TTL
+        or not _same_settings(entry[1], principal.tenant)
+    ):
         _shared_tenants[principal.tenant.pk] = (now, principal.tenant)
         return principal
     return replace(principal, tenant=entry[1])

@@ -9,7 +9,8 @@ from typing import Any
 from django.db import connection
 
 from realtime.channel_policy import ChannelRule
-from realtime.models import ChannelPolicy, RowPolicy, TrackedTable
+from realtime.errors import NotFound
+from realtime.models import ApiKey, ChannelPolicy, RowPolicy, Tenant, TrackedTable
 from realtime.row_policy import Rule
 
 Rules = list[list[Rule]]
@@ -61,3 +62,28 @@ def tracked_columns(*, tables: Iterable[str]) -> dict[str, frozenset[str] | None
         names = {c.name for c in description} - set(exclude or [])
         found[table] = (found[table] or frozenset()) | names
     return found
+
+
+def tenant_by_slug(*, slug: str) -> Tenant:
+    """The tenant, or NotFound naming the slug asked for."""
+    tenant = Tenant.objects.filter(slug=slug).first() if len(slug) <= 63 else None
+    if tenant is None:
+        raise NotFound(f"No tenant with slug {slug[:63]!r}")
+    return tenant
+
+
+def tenants_page(*, after: str | None, limit: int) -> list[Tenant]:
+    """Tenants by slug, those after `after`, at most `limit`."""
+    rows = Tenant.objects.order_by("slug")
+    if after:
+        rows = rows.filter(slug__gt=after)
+    return list(rows[:limit])
+
+
+def tenant_key(*, tenant: Tenant, key_id: int) -> ApiKey:
+    """One of the tenant's keys (revoked or not), or NotFound."""
+    in_range = 0 < key_id < 2**63  # a bigint: a longer number is no key at all
+    key = ApiKey.objects.filter(tenant=tenant, pk=key_id).first() if in_range else None
+    if key is None:
+        raise NotFound(f"The tenant has no key {key_id}")
+    return key
