@@ -149,15 +149,9 @@ def test_rotation_closes_sockets_and_old_tokens_no_longer_join(
     assert after.join("room2", token=new)["payload"]["status"] == "ok"
 
 
-def test_a_setting_that_must_reach_open_sockets_closes_them(
-    sockets, tenant, settings, monkeypatch
+def test_private_only_over_the_api_closes_open_sockets_and_refuses_public_joins(
+    sockets, tenant, settings
 ):
-    # `private_only` is such a setting (a branch of its own adds it); the
-    # mechanism is shown here with a limit standing in for it.
-    monkeypatch.setattr(
-        "realtime.services.tenants.FIELDS_CLOSING_SOCKETS",
-        frozenset({"max_channels_per_client"}),
-    )
     settings.HERALD_OPERATOR_TOKEN = OPERATOR_TOKEN
     ws = sockets(tenant.publishable_key)
     ws.join("room")
@@ -165,16 +159,13 @@ def test_a_setting_that_must_reach_open_sockets_closes_them(
     unrelated = op.patch("/api/tenants/acme", {"name": "Acme 2"}, format="json")
     assert unrelated.status_code == 200
     assert ws.join("still-open")["payload"]["status"] == "ok"
-    closing = op.patch(
-        "/api/tenants/acme", {"max_channels_per_client": 1}, format="json"
-    )
-    assert closing.status_code == 200
+    closing = op.patch("/api/tenants/acme", {"private_only": True}, format="json")
+    assert closing.status_code == 200 and closing.json()["private_only"] is True
     assert system_error(ws)["message"] == (
         "Unauthorized: The tenant's settings changed; reconnect"
     )
     assert closed_code(ws) == 4001
     again = sockets(tenant.publishable_key)
-    assert again.join("one")["payload"]["status"] == "ok"
-    refused = again.join("two")
+    refused = again.join("public-room")
     assert refused["payload"]["status"] == "error"
-    assert "ChannelRateLimitReached" in refused["payload"]["response"]["reason"]
+    assert "PrivateOnly" in refused["payload"]["response"]["reason"]
