@@ -37,10 +37,19 @@ def _column_names(db_table: str) -> set[str]:
     return {c.name for c in description}
 
 
+def _primary_key(db_table: str) -> str | None:
+    """The table's primary key column, when it has exactly one."""
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_primary_key_columns(cursor, db_table)
+    return found[0] if found and len(found) == 1 else None
+
+
 def triggers_install(spec: sql.Spec) -> None:
     """(Re)create a table's capture triggers; idempotent."""
     if connection.vendor == "postgresql":
-        statements = sql.postgres_install(spec, schema=_schema())
+        statements = sql.postgres_install(
+            spec, schema=_schema(), pk=_primary_key(spec.db_table)
+        )
     elif connection.vendor == "sqlite":
         statements = sql.sqlite_install(spec)
     else:
