@@ -225,3 +225,39 @@ def test_a_bulk_update_records_each_row_as_the_python_path_writes_it(tenant):
         assert change.old_record == instance_record(before[pk])
         assert change.record == instance_record(after[pk])
         assert change.record["price"] == str(after[pk].price)
+
+
+def test_an_upsert_records_its_updates_then_its_inserts(tenant, jobs):
+    """As the README says: PostgreSQL fires the statement's UPDATE trigger first."""
+    table_track(db_table="jobs", tenant_slug=tenant.tenant.slug)
+    run("INSERT INTO jobs (id, state) VALUES (1, 'a'), (2, 'b')")
+    run(
+        "INSERT INTO jobs (id, state) VALUES (2, 'x'), (3, 'y') "
+        "ON CONFLICT (id) DO UPDATE SET state = excluded.state"
+    )
+    got = [
+        (c.type, c.record["id"], (c.old_record or {}).get("state")) for c in changes()
+    ]
+    assert got[2:] == [("UPDATE", 2, "b"), ("INSERT", 3, None)]
+
+
+def test_a_key_moved_by_a_before_trigger_is_counted_as_skipped(tenant, jobs):
+    """The SET list does not name the key, so rows pair by it and this one
+    cannot: never recorded wrongly, and counted where operators look."""
+    table_track(db_table="jobs", tenant_slug=tenant.tenant.slug)
+    run(
+        "CREATE FUNCTION jobs_move() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN NEW.id := NEW.id + 100; RETURN NEW; END $$",
+        "CREATE TRIGGER jobs_move BEFORE UPDATE ON jobs "
+        "FOR EACH ROW WHEN (NEW.state = 'move') EXECUTE FUNCTION jobs_move()",
+        "INSERT INTO jobs (id, state) VALUES (1, 'a'), (2, 'b')",
+        "UPDATE jobs SET state = CASE id WHEN 1 THEN 'move' ELSE 'stay' END",
+    )
+    try:
+        updates = [c for c in changes() if c.type == "UPDATE"]
+        assert [(c.old_record["id"], c.record["state"]) for c in updates] == [
+            (2, "stay")
+        ]
+        assert TrackedTable.objects.get(db_table="jobs").skipped == 1
+    finally:
+        run("DROP TRIGGER jobs_move ON jobs", "DROP FUNCTION jobs_move()")
