@@ -290,6 +290,11 @@ def postgres_install(
     statements = [
         f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
         "SECURITY INVOKER SET search_path = pg_catalog, pg_temp "
+        # The session caches the static statements' plans from their first
+        # call, sized for that statement's rows: a nested loop planned for
+        # one row pairing an UPDATE's 20,000 old and new rows would take
+        # minutes. Hash and merge joins cost about the same for one row.
+        "SET enable_nestloop = off "
         f"AS $herald${body}$herald$",
         *pg_drop_triggers(spec.db_table),
         trigger("insert", "INSERT")

@@ -261,3 +261,28 @@ def test_a_key_moved_by_a_before_trigger_is_counted_as_skipped(tenant, jobs):
         assert TrackedTable.objects.get(db_table="jobs").skipped == 1
     finally:
         run("DROP TRIGGER jobs_move ON jobs", "DROP FUNCTION jobs_move()")
+
+
+def test_a_large_update_after_a_small_one_does_not_pair_rows_in_a_nested_loop(tenant):
+    """The session caches the trigger's plans from the first call: sized for
+    one row, a nested loop pairing a later UPDATE's old and new rows would
+    compare every row with every other (minutes for 20,000 rows)."""
+    Article.objects.bulk_create(
+        [Article(tenant=tenant.tenant, site_id=n, title="t") for n in range(200)]
+    )
+    plans: list[str] = []
+    with psycopg.connect(current_database_url(), autocommit=True) as db:
+        db.add_notice_handler(lambda notice: plans.append(notice.message_primary))
+        db.execute("LOAD 'auto_explain'")
+        for setting in (
+            "log_min_duration = 0",
+            "log_nested_statements = on",
+            "log_level = notice",
+        ):
+            db.execute(f"SET auto_explain.{setting}")
+        db.execute("UPDATE tracked_article SET title = 'one' WHERE site_id = 0")
+        db.execute("UPDATE tracked_article SET title = 'all'")
+    pairing = [p for p in plans if "INSERT INTO" in p and "JOIN old_rows" in p]
+    assert len(pairing) == 2, "both UPDATEs paired their rows by statement"
+    assert all("Nested Loop" not in p for p in pairing), pairing[-1]
+    assert LiveUpdate.objects.filter(type="UPDATE").count() == 201
