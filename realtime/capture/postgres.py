@@ -183,6 +183,13 @@ def _dynamic_branch(herald: str, spec: Spec) -> str:
     )
     numbered = f"(SELECT *, row_number() OVER () AS {ORDINAL} FROM %s)"
     update = f"FROM {numbered % 'new_rows'} n JOIN old_rows o ON o.%I = n.%I"
+    # The key dropped since install (its row trigger went with it): the rows
+    # in the order the statement wrote them, which is how PostgreSQL fills
+    # both transition tables.
+    by_order = (
+        f"FROM {numbered % 'new_rows'} n JOIN {numbered % 'old_rows'} o "
+        f"ON o.{ORDINAL} = n.{ORDINAL}"
+    )
     return f"""
         {_CATALOG.replace("STAMP", quote_literal(iso("{col}")))}
         IF TG_LEVEL = 'ROW' THEN
@@ -190,7 +197,12 @@ def _dynamic_branch(herald: str, spec: Spec) -> str:
         ELSIF TG_OP = 'INSERT' THEN
             src := {quote_literal(f"FROM {numbered % 'new_rows'} n")};
         ELSIF TG_OP = 'UPDATE' THEN
-            src := format({quote_literal(update)}, TG_ARGV[0], TG_ARGV[0]);
+            -- The key as it is now (renamed, or dropped, since install).
+            SELECT a.attname INTO src FROM pg_index i JOIN pg_attribute a
+                ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+            WHERE i.indrelid = TG_RELID AND i.indisprimary AND i.indnatts = 1;
+            src := CASE WHEN src IS NULL THEN {quote_literal(by_order)}
+                   ELSE format({quote_literal(update)}, src, src) END;
         ELSE
             src := {quote_literal(f"FROM {numbered % 'old_rows'} o")};
         END IF;

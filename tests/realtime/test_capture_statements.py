@@ -286,3 +286,25 @@ def test_a_large_update_after_a_small_one_does_not_pair_rows_in_a_nested_loop(te
     assert len(pairing) == 2, "both UPDATEs paired their rows by statement"
     assert all("Nested Loop" not in p for p in pairing), pairing[-1]
     assert LiveUpdate.objects.filter(type="UPDATE").count() == 201
+
+
+def test_a_primary_key_renamed_or_dropped_later_never_breaks_an_update(tenant, jobs):
+    table_track(db_table="jobs", tenant_slug=tenant.tenant.slug)
+    run(
+        "INSERT INTO jobs (id, state) VALUES (1, 'a'), (2, 'b')",
+        "ALTER TABLE jobs RENAME COLUMN id TO key",
+        "UPDATE jobs SET state = upper(state)",
+        "UPDATE jobs SET key = key + 10 WHERE key = 1",
+        # The key's row trigger depends on the column: CASCADE drops it too.
+        "ALTER TABLE jobs DROP COLUMN key CASCADE",
+        "UPDATE jobs SET state = lower(state)",
+    )
+    updates = [
+        (c.old_record.get("key"), c.old_record["state"], c.record["state"])
+        for c in changes()
+        if c.type == "UPDATE"
+    ]
+    assert sorted(updates[:2]) == [(1, "a", "A"), (2, "b", "B")]
+    moved = changes()[4]
+    assert (moved.old_record["key"], moved.record["key"]) == (1, 11)
+    assert sorted(updates[3:]) == [(None, "A", "a"), (None, "B", "b")]
