@@ -92,3 +92,11 @@ soak: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 
 bench-joins: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.joins $(BENCH_ARGS)
+
+# --- What capture costs a writer: each write shape with and without the triggers ---
+# --- (PostgreSQL durable and fsync off, then SQLite); BENCH_ARGS="--repeat 5" -------
+
+.PHONY: bench-capture-cost
+
+bench-capture-cost: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.capture_cost $(BENCH_ARGS)
