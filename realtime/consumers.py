@@ -58,6 +58,14 @@ from realtime.protocol import (
     error_frame,
     reply,
 )
+from realtime.replay import (
+    ReplayGate,
+    UnableToReplay,
+    change_feed_table,
+    replay_request,
+    replication_ready_asked,
+)
+from realtime.replay_join import feed_binding, replay_load, replay_send
 from realtime.selectors import channel_rules
 from realtime.services.sockets import (
     connections_close,
@@ -383,6 +391,13 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                     "You do not have permissions to read from this Channel topic: "
                     + sub_topic
                 )
+        # Refused here, before anything is held (Supabase's wording).
+        replay_request(
+            message.payload,
+            private=config.private,
+            may_read=can_read[0],
+            sub_topic=sub_topic,
+        )
         if len(self.channels) >= principal.tenant.max_channels_per_client:
             raise ChannelLimit()
         refusal = await self.hold_user(principal)
@@ -417,10 +432,38 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         self.channels[channel.topic] = channel
         bindings, problems = parse_bindings(channel.config.postgres_changes)
         valid = tuple(b for b in bindings if b.error is None)
+        feed = change_feed_table(
+            channel.sub_topic,
+            enabled=channel.principal.tenant.change_feeds,
+            private=channel.config.private,
+        )
+        request = replay_request(
+            message.payload,
+            private=channel.config.private,
+            may_read=channel.member_of_topic.read_broadcast,
+            sub_topic=channel.sub_topic,
+        )
+        gate = None
+        if request is not None or feed is not None:
+            # Live frames wait until the replay is written (realtime/replay.py).
+            gate = ReplayGate(self.base_send)
+            channel.member_of_topic.send = gate
+        if feed is not None:
+            channel.member = Member(
+                send=gate or self.base_send,
+                transport=self.transport,
+                codec=self.codec,
+                topic=channel.topic,
+                bindings=(feed_binding(feed),),
+                principal=channel.principal,
+                feed=True,
+            )
+            await hub().add(channel.member)
+            bindings, problems, valid = [], [], ()
         if valid:
             channel.member = Member(
-                send=self.base_send,
-                protocol=protocol_of(self.base_send),
+                send=gate or self.base_send,
+                protocol=None if gate else protocol_of(self.base_send),
                 transport=self.transport,
                 codec=self.codec,
                 topic=channel.topic,
@@ -450,9 +493,32 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         channel.member_of_topic.subscription_id = channel.subscription_id
         if channel.member is not None:
             channel.member.subscription_id = channel.subscription_id
+        if gate is not None:
+            try:
+                backlog = await replay_load(channel, request, table=feed)
+            except UnableToReplay as exc:
+                await self._forget(channel)
+                await self.reply(message, "error", {"reason": exc.reason})
+                return
         metrics.JOINS.labels(channel.principal.tenant.slug).inc()
         self._schedule_expiry(channel)
         await self.reply(message, "ok", {"postgres_changes": entries})
+        if replication_ready_asked(message.payload):
+            # The relay reads the database itself: replication is there once
+            # the join is (Supabase's answer when its replication connects).
+            await self.send_message(
+                channel.system(
+                    status="ok",
+                    message="Replication connection established",
+                    extension="system",
+                )
+            )
+        if gate is not None:
+            try:
+                await replay_send(channel, backlog, gate, self._send_text)
+            except UnableToReplay as exc:
+                await self.shut(channel, exc.reason)
+                return
         if channel.member_of_topic.presence_enabled:
             await self.push_presence_state(channel)
         for problem in problems:
@@ -469,6 +535,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                     extension="postgres_changes",
                 )
             )
+
+    async def _send_text(self, text: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": text})
 
     async def on_leave(self, message: Message) -> None:
         await self.reply(message, "ok", {})
