@@ -450,8 +450,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             channel.member_of_topic.send = gate
         if feed is not None:
             channel.member = Member(
+                # Through the gate, never written to the transport directly
+                # (fastsend): no transport, no protocol.
                 send=gate or self.base_send,
-                transport=self.transport,
                 codec=self.codec,
                 topic=channel.topic,
                 bindings=(feed_binding(feed),),
@@ -464,7 +465,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             channel.member = Member(
                 send=gate or self.base_send,
                 protocol=None if gate else protocol_of(self.base_send),
-                transport=self.transport,
+                transport=None if gate else self.transport,
                 codec=self.codec,
                 topic=channel.topic,
                 bindings=valid,

@@ -293,3 +293,38 @@ def test_no_live_broadcast_is_lost_or_doubled_around_a_replaying_join(
         while not got or got[-1] != 14:
             got.append(broadcasts(ws, 1)[0]["payload"]["n"])
         assert got == list(range(got[0], 15)), got
+
+
+def todo(tenant, n: int, site_id: int = 1) -> int:
+    from django.db import transaction
+
+    from realtime.services.changes import ChangeInput, live_updates_record
+
+    change = ChangeInput(
+        table="todos", type="INSERT", record={"id": n, "site_id": site_id}
+    )
+    with transaction.atomic():
+        (update,) = live_updates_record(tenant=tenant.tenant, changes=[change])
+    return update.pk
+
+
+def test_a_change_feed_replays_from_a_cursor_then_goes_live(tenant, sockets):
+    tenant.tenant.change_feeds = True
+    tenant.tenant.save()
+    cursors = [todo(tenant, n) for n in range(3)]
+    ws = sockets(tenant.secret_key, vsn="2.0.0")
+    joined = ws.join(
+        "changes:todos", private=True, broadcast={"replay": {"since": cursors[0]}}
+    )
+    assert joined["payload"]["status"] == "ok"
+    replayed = broadcasts(ws, 2)
+    assert [m["meta"] for m in replayed] == [
+        {"replayed": True, "id": cursors[1]},
+        {"replayed": True, "id": cursors[2]},
+    ]
+    assert [m["event"] for m in replayed] == ["INSERT", "INSERT"]
+    assert replayed[0]["payload"]["record"] == {"id": 1, "site_id": 1}
+    live = todo(tenant, 3)
+    (got,) = broadcasts(ws, 1)
+    assert got["meta"] == {"id": live}
+    assert got["payload"]["record"] == {"id": 3, "site_id": 1}
