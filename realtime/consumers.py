@@ -432,9 +432,11 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         self.channels[channel.topic] = channel
         bindings, problems = parse_bindings(channel.config.postgres_changes)
         valid = tuple(b for b in bindings if b.error is None)
+        # A change feed's changes are its broadcasts: only for broadcast readers.
         feed = change_feed_table(
             channel.sub_topic,
-            enabled=channel.principal.tenant.change_feeds,
+            enabled=channel.principal.tenant.change_feeds
+            and channel.member_of_topic.read_broadcast,
             private=channel.config.private,
         )
         request = replay_request(
@@ -650,7 +652,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             return
         if channel.config.private:
             can_read = read_rights(channel.rules, principal, channel.sub_topic)
-            if not any(can_read):
+            feed = channel.member is not None and channel.member.feed
+            if not any(can_read) or (feed and not can_read[0]):
                 await self.shut(
                     channel,
                     "You no longer have permission to read from this Channel topic: "

@@ -812,8 +812,9 @@ class Hub:
 def feed_payload(
     change: str, data_json: bytes, seq: int, *, replayed: bool = False
 ) -> bytes:
-    """A change as a change feed's broadcast: `meta.id` is its cursor."""
-    meta = b'{"replayed":true,"id":' if replayed else b'{"id":'
+    """A change as a change feed's broadcast: `meta.id` is its cursor (a
+    string, as the clients type it: Supabase's ids are UUIDs)."""
+    meta = b'{"replayed":true,"id":"' if replayed else b'{"id":"'
     return (
         b'{"type":"broadcast","event":'
         + orjson.dumps(change)
@@ -822,7 +823,7 @@ def feed_payload(
         + b',"meta":'
         + meta
         + str(int(seq)).encode()
-        + b"}}"
+        + b'"}}'
     )
 
 

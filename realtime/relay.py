@@ -195,7 +195,7 @@ def broadcast_message(tenant_id: int, message: HeraldMessage) -> dict[str, Any]:
         "payload": message.payload,
     }
     if message.private:  # stored for replay: its id travels (realtime/replay.py)
-        body["meta"] = {"id": message.pk}
+        body["meta"] = {"id": str(message.pk)}
     return {
         "type": BROADCAST_TYPE,
         "stream": topic_group(tenant_id, message.topic, private=message.private),

@@ -9,7 +9,8 @@ socket broadcasts there; database broadcasts are there already).
 
 A change feed (`changes:<table>`, when the tenant has `change_feeds` on) is
 a private topic on which a table's changes arrive as broadcasts whose
-`meta.id` is the change's cursor; there `replay.since` is a cursor, and the
+`meta.id` is the change's cursor (a string of digits: the clients type
+`meta.id` as a string); there `replay.since` is that cursor as a number, and the
 join replays every change after it (not only 25), as its reader may see it,
 before the live ones. supabase-js hands `meta` to the broadcast callback, so
 an application keeps the last id and rejoins from it (README, Resume cursor).
@@ -160,9 +161,9 @@ class ReplayGate:
     def _due(self, event: dict[str, Any]) -> bool:
         if self._after is not None:
             ident = frame_id(event)
-            if not _is_int(ident):
+            if not isinstance(ident, str) or not ident.isdigit():
                 return True  # presence and the like: not a change
-            if ident <= self._after:
+            if int(ident) <= self._after:
                 return False
             self._after = None  # changes come in cursor order from here on
             return True

@@ -38,7 +38,7 @@ class Backlog:
     """Replayed frames (payload JSON) still to write, and where a feed stands."""
 
     payloads: list[bytes] = field(default_factory=list)
-    ids: set[int] = field(default_factory=set)
+    ids: set[str] = field(default_factory=set)
     table: str | None = None
     cursor: int | None = None  # a feed's last cursor read
     more: bool = False
@@ -98,10 +98,10 @@ async def replay_load(
             "type": "broadcast",
             "event": message.event,
             "payload": message.payload,
-            "meta": {"replayed": True, "id": message.id},
+            "meta": {"replayed": True, "id": str(message.id)},
         }
         backlog.payloads.append(orjson.dumps(body))
-        backlog.ids.add(message.id)
+        backlog.ids.add(str(message.id))
     return backlog
 
 

@@ -120,7 +120,9 @@ class TopicsMixin(GuardsMixin):
             event=payload["event"],
             payload=payload.get("payload"),
         )
-        return orjson.dumps({**payload, "type": "broadcast", "meta": {"id": ident}})
+        return orjson.dumps(
+            {**payload, "type": "broadcast", "meta": {"id": str(ident)}}
+        )
 
     # --- Presence -----------------------------------------------------------------
 

@@ -31,7 +31,7 @@ class BroadcastInput:
     payload: Any = None
     raw: bytes | None = None  # a binary payload (vsn 2 clients only)
     private: bool = False
-    id: str | int | None = None
+    id: str | None = None
 
 
 def _frame_parts(message: BroadcastInput) -> tuple[bytes, dict[str, Any] | None]:
@@ -129,7 +129,7 @@ def _stored(tenant: Tenant, messages: list[BroadcastInput]) -> list[BroadcastInp
     )
     out = list(messages)
     for index, ident in zip(due, ids, strict=True):
-        out[index] = replace(out[index], id=ident)
+        out[index] = replace(out[index], id=str(ident))
     return out
 
 

@@ -126,11 +126,12 @@ const commands = {
   },
   async on_broadcast({ topic, event, config, resume }) {
     // `resume`: as an app keeping its place does (README, Resume cursor), the
-    // callback moves the `replay.since` it joined with to the last `meta.id`,
+    // callback moves the `replay.since` it joined with to the last `meta.id`
+    // (a string of digits; `since` is a number),
     // so the client's own rejoin (after a reconnect) resumes from there.
     const replay = config?.broadcast?.replay
     channelFor(topic, config).on('broadcast', { event }, (payload) => {
-      if (resume && replay && payload?.meta?.id !== undefined) replay.since = payload.meta.id
+      if (resume && replay && payload?.meta?.id !== undefined) replay.since = Number(payload.meta.id)
       emit({ event: 'broadcast', topic, payload })
     })
   },

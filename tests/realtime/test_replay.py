@@ -68,7 +68,7 @@ def test_a_join_replays_stored_broadcasts_in_order_then_live_ones(
     replayed = broadcasts(ws, 3)
     assert [m["payload"] for m in replayed] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert all(m["meta"]["replayed"] is True for m in replayed)
-    ids = [m["meta"]["id"] for m in replayed]
+    ids = [int(m["meta"]["id"]) for m in replayed]
     assert ids == sorted(ids) and len(set(ids)) == 3
     assert all(m["event"] == "note" and m["type"] == "broadcast" for m in replayed)
 
@@ -76,7 +76,7 @@ def test_a_join_replays_stored_broadcasts_in_order_then_live_ones(
     (live,) = broadcasts(ws, 1)
     assert live["payload"] == {"n": 3}
     assert live["meta"] == {"id": live["meta"]["id"]}  # no `replayed`
-    assert live["meta"]["id"] > ids[-1]
+    assert int(live["meta"]["id"]) > ids[-1]
 
 
 def test_socket_broadcasts_to_a_private_topic_are_stored_with_their_id(tenant, sockets):
@@ -92,7 +92,7 @@ def test_socket_broadcasts_to_a_private_topic_are_stored_with_their_id(tenant, s
     assert sender.reply_to(ref)["payload"]["status"] == "ok"
     (live,) = broadcasts(listener, 1)
     stored = HeraldMessage.objects.get(tenant_slug=tenant.tenant.slug, topic="chat")
-    assert live["meta"] == {"id": stored.pk}
+    assert live["meta"] == {"id": str(stored.pk)}
     assert (stored.event, stored.payload, stored.private) == (
         "say",
         {"text": "hi"},
@@ -102,7 +102,7 @@ def test_socket_broadcasts_to_a_private_topic_are_stored_with_their_id(tenant, s
     late = sockets(tenant.secret_key)
     late.join("chat", private=True, broadcast={"replay": {"since": 0}})
     (again,) = broadcasts(late, 1)
-    assert again["meta"] == {"replayed": True, "id": stored.pk}
+    assert again["meta"] == {"replayed": True, "id": str(stored.pk)}
     assert again["payload"] == {"text": "hi"}
 
 
@@ -152,7 +152,7 @@ def test_database_broadcasts_are_replayed_and_carry_their_id_live(tenant, socket
         private=True,
     )
     (live,) = broadcasts(listener, 1)
-    assert live["meta"] == {"id": row.pk}
+    assert live["meta"] == {"id": str(row.pk)}
     late = sockets(tenant.secret_key)
     late.join("db-topic", private=True, broadcast={"replay": {"since": 0}})
     (again,) = broadcasts(late, 1)
@@ -160,7 +160,7 @@ def test_database_broadcasts_are_replayed_and_carry_their_id_live(tenant, socket
         "type": "broadcast",
         "event": "row",
         "payload": {"from": "sql"},
-        "meta": {"replayed": True, "id": row.pk},
+        "meta": {"replayed": True, "id": str(row.pk)},
     }
 
 
@@ -319,12 +319,72 @@ def test_a_change_feed_replays_from_a_cursor_then_goes_live(tenant, sockets):
     assert joined["payload"]["status"] == "ok"
     replayed = broadcasts(ws, 2)
     assert [m["meta"] for m in replayed] == [
-        {"replayed": True, "id": cursors[1]},
-        {"replayed": True, "id": cursors[2]},
+        {"replayed": True, "id": str(cursors[1])},
+        {"replayed": True, "id": str(cursors[2])},
     ]
     assert [m["event"] for m in replayed] == ["INSERT", "INSERT"]
     assert replayed[0]["payload"]["record"] == {"id": 1, "site_id": 1}
     live = todo(tenant, 3)
     (got,) = broadcasts(ws, 1)
-    assert got["meta"] == {"id": live}
+    assert got["meta"] == {"id": str(live)}
     assert got["payload"]["record"] == {"id": 3, "site_id": 1}
+
+
+def test_a_change_feed_refuses_a_cursor_retention_deleted_past(tenant, sockets):
+    tenant.tenant.change_feeds = True
+    tenant.tenant.changes_pruned_through = 10
+    tenant.tenant.save()
+    ws = sockets(tenant.secret_key)
+    refused = ws.join("changes:todos", private=True, broadcast={"replay": {"since": 3}})
+    assert reason(refused).startswith(
+        "UnableToReplayMessages: Changes after cursor 3 were deleted by retention"
+    )
+    joined = ws.join("changes:todos", private=True, broadcast={"replay": {"since": 10}})
+    assert joined["payload"]["status"] == "ok"
+
+
+def test_a_change_feed_carries_only_changes(tenant, sockets, herald_server):
+    tenant.tenant.change_feeds = True
+    tenant.tenant.save()
+    ws = sockets(tenant.secret_key)
+    ws.join("changes:todos", private=True, broadcast={"ack": True})
+    ref = ws.push(
+        "realtime:changes:todos",
+        "broadcast",
+        {"type": "broadcast", "event": "fake", "payload": {"record": {"id": 1}}},
+        join_ref=ws.join_ref,
+    )
+    assert ws.reply_to(ref)["payload"]["response"] == {
+        "reason": "A change feed carries only its table's changes"
+    }
+    rest_broadcast(herald_server, tenant.secret_key, "changes:todos", 1)
+    assert ws.quiet(lambda f: f["event"] == "broadcast")
+    assert stored_count(tenant, "changes:todos") == 0
+    # Without change_feeds the topic is an ordinary private topic.
+    tenant.tenant.change_feeds = False
+    tenant.tenant.save()
+    rest_broadcast(herald_server, tenant.secret_key, "changes:todos", 2)
+    assert stored_count(tenant, "changes:todos") == 1
+
+
+def test_a_change_feed_gives_nothing_to_a_reader_denied_its_broadcasts(tenant, sockets):
+    tenant.tenant.change_feeds = True
+    tenant.tenant.save()
+    channel_policy_add(
+        tenant=tenant.tenant,
+        pattern="changes:todos",
+        role="authenticated",
+        extension="presence",
+    )
+    token = token_mint(
+        tenant=tenant.tenant, role="authenticated", sub="u1", claims={}, ttl=300
+    )
+    ws = sockets(tenant.publishable_key)
+    joined = ws.join("changes:todos", private=True, token=token)
+    assert joined["payload"]["status"] == "ok"  # presence only
+    todo(tenant, 1)
+    assert ws.quiet(lambda f: f["event"] == "broadcast", wait=1.0)
+    refused = ws.join(
+        "changes:todos", private=True, token=token, broadcast={"replay": {"since": 0}}
+    )
+    assert reason(refused).startswith("Unauthorized: You do not have permissions")
