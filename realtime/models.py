@@ -43,11 +43,13 @@ class Tenant(models.Model):
     )
     broadcast_retention_hours = models.PositiveIntegerField(
         default=72,
+        db_default=72,
         help_text="How long broadcasts to private topics stay available for "
         "replay (as Supabase: 72 hours).",
     )
     change_feeds = models.BooleanField(
         default=False,
+        db_default=False,
         help_text="On: the private topic `changes:<table>` carries the table's "
         "changes as broadcasts whose meta.id is the change's cursor (README, "
         "Resume cursor).",

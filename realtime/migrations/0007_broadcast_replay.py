@@ -18,12 +18,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='tenant',
             name='broadcast_retention_hours',
-            field=models.PositiveIntegerField(default=72, help_text='How long broadcasts to private topics stay available for replay (as Supabase: 72 hours).'),
+            field=models.PositiveIntegerField(db_default=72, default=72, help_text='How long broadcasts to private topics stay available for replay (as Supabase: 72 hours).'),
         ),
         migrations.AddField(
             model_name='tenant',
             name='change_feeds',
-            field=models.BooleanField(default=False, help_text="On: the private topic `changes:<table>` carries the table's changes as broadcasts whose meta.id is the change's cursor (README, Resume cursor)."),
+            field=models.BooleanField(db_default=False, default=False, help_text="On: the private topic `changes:<table>` carries the table's changes as broadcasts whose meta.id is the change's cursor (README, Resume cursor)."),
         ),
         migrations.AddIndex(
             model_name='heraldmessage',
