@@ -108,7 +108,6 @@ def feed_rate(server: Server, key: str, slug: str, count: int) -> float:
     from tests.wire import Socket
 
     tenant = Tenant.objects.get(slug=slug)
-    Tenant.objects.filter(pk=tenant.pk).update(change_feeds=True)
     for start in range(0, count, 500):
         changes = [
             ChangeInput(table="todos", type="INSERT", record={"id": n, "title": "t"})
@@ -131,6 +130,13 @@ def feed_rate(server: Server, key: str, slug: str, count: int) -> float:
 
 
 def run(server: Server, key: str, slug: str, args: argparse.Namespace) -> None:
+    import django
+
+    django.setup()
+    from realtime.models import Tenant
+
+    # Before any socket: a process shares its copy of a tenant for 30 s.
+    Tenant.objects.filter(slug=slug).update(change_feeds=True)
     public = rest_rate(server, key, args.broadcasts, private=False)
     private = rest_rate(server, key, args.broadcasts, private=True)
     print(f"REST broadcast, one at a time ({args.broadcasts} each):")
