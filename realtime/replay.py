@@ -102,13 +102,14 @@ def replay_request(
 
 
 def replication_ready_asked(payload: Any) -> bool:
-    """`config.broadcast.replication_ready` (Supabase: truthy, "true" too)."""
+    """`config.broadcast.replication_ready`, as Supabase reads it (`!!value`
+    in Elixir: anything but a missing key, null or false)."""
     config = payload.get("config") if isinstance(payload, dict) else None
     broadcast = config.get("broadcast") if isinstance(config, dict) else None
     if not isinstance(broadcast, dict):
         return False
     value = broadcast.get("replication_ready")
-    return value is True or value == "true"
+    return value is not None and value is not False
 
 
 def change_feed_table(sub_topic: str, *, enabled: bool, private: bool) -> str | None:

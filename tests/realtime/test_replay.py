@@ -388,3 +388,10 @@ def test_a_change_feed_gives_nothing_to_a_reader_denied_its_broadcasts(tenant, s
         "changes:todos", private=True, token=token, broadcast={"replay": {"since": 0}}
     )
     assert reason(refused).startswith("Unauthorized: You do not have permissions")
+
+
+@pytest.mark.parametrize("value", [False, None])
+def test_replication_ready_off_sends_no_system_message(tenant, sockets, value):
+    ws = sockets(tenant.secret_key)
+    ws.join("room", broadcast={"replication_ready": value})
+    assert ws.quiet(lambda f: f["event"] == "system")
