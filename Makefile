@@ -64,6 +64,12 @@ clean:
 bench-retention: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.retention $(BENCH_ARGS)
 
+# --- Broadcast replay: storing private broadcasts, replaying joins, a feed's backlog --
+
+.PHONY: bench-replay
+bench-replay: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.replay $(BENCH_ARGS)
+
 # --- Benchmark: Herald's fan-out, best case against the naive Channels design, a ----
 # --- realistic workload (own tokens, row policy, filters) and REST (benchmarks/) ----
 # BENCH_ARGS picks workloads, e.g. BENCH_ARGS="--workloads realistic --subscribers 300"

@@ -141,6 +141,8 @@ class TenantAdmin(admin.ModelAdmin):
                     "max_presence_events_per_second",
                     "max_payload_size_kb",
                     "change_retention_hours",
+                    "broadcast_retention_hours",
+                    "change_feeds",
                     "rate_limits",
                 ]
             },

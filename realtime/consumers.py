@@ -63,6 +63,14 @@ from realtime.protocol import (
     error_frame,
     reply,
 )
+from realtime.replay import (
+    ReplayGate,
+    UnableToReplay,
+    change_feed_table,
+    replay_request,
+    replication_ready_asked,
+)
+from realtime.replay_join import feed_binding, replay_load, replay_send
 from realtime.selectors import channel_rules, tracked_columns
 from realtime.services.sockets import (
     connections_close,
@@ -411,6 +419,13 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                     "You do not have permissions to read from this Channel topic: "
                     + sub_topic
                 )
+        # Refused here, before anything is held (Supabase's wording).
+        replay_request(
+            message.payload,
+            private=config.private,
+            may_read=can_read[0],
+            sub_topic=sub_topic,
+        )
         if len(self.channels) >= principal.tenant.max_channels_per_client:
             raise ChannelLimit()
         refusal = await self.hold_user(principal)
@@ -449,11 +464,42 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             bindings, unknown = select_checked(bindings, known)
             problems += unknown
         valid = tuple(b for b in bindings if b.error is None)
+        # A change feed's changes are its broadcasts: only for broadcast readers.
+        feed = change_feed_table(
+            channel.sub_topic,
+            enabled=channel.principal.tenant.change_feeds
+            and channel.member_of_topic.read_broadcast,
+            private=channel.config.private,
+        )
+        request = replay_request(
+            message.payload,
+            private=channel.config.private,
+            may_read=channel.member_of_topic.read_broadcast,
+            sub_topic=channel.sub_topic,
+        )
+        gate = None
+        if request is not None or feed is not None:
+            # Live frames wait until the replay is written (realtime/replay.py).
+            gate = ReplayGate(self.base_send)
+            channel.member_of_topic.send = gate
+        if feed is not None:
+            channel.member = Member(
+                # Through the gate, never written to the transport directly
+                # (fastsend): no transport, no protocol.
+                send=gate or self.base_send,
+                codec=self.codec,
+                topic=channel.topic,
+                bindings=(feed_binding(feed),),
+                principal=channel.principal,
+                feed=True,
+            )
+            await hub().add(channel.member)
+            bindings, problems, valid = [], [], ()
         if valid:
             channel.member = Member(
-                send=self.base_send,
-                protocol=protocol_of(self.base_send),
-                transport=self.transport,
+                send=gate or self.base_send,
+                protocol=None if gate else protocol_of(self.base_send),
+                transport=None if gate else self.transport,
                 codec=self.codec,
                 topic=channel.topic,
                 bindings=valid,
@@ -482,9 +528,32 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         channel.member_of_topic.subscription_id = channel.subscription_id
         if channel.member is not None:
             channel.member.subscription_id = channel.subscription_id
+        if gate is not None:
+            try:
+                backlog = await replay_load(channel, request, table=feed)
+            except UnableToReplay as exc:
+                await self._forget(channel)
+                await self.reply(message, "error", {"reason": exc.reason})
+                return
         metrics.JOINS.labels(channel.principal.tenant.slug).inc()
         self._schedule_expiry(channel)
         await self.reply(message, "ok", {"postgres_changes": entries})
+        if replication_ready_asked(message.payload):
+            # The relay reads the database itself: replication is there once
+            # the join is (Supabase's answer when its replication connects).
+            await self.send_message(
+                channel.system(
+                    status="ok",
+                    message="Replication connection established",
+                    extension="system",
+                )
+            )
+        if gate is not None:
+            try:
+                await replay_send(channel, backlog, gate, self._send_text)
+            except UnableToReplay as exc:
+                await self.shut(channel, exc.reason)
+                return
         if channel.member_of_topic.presence_enabled:
             await self.push_presence_state(channel)
         for problem in problems:
@@ -501,6 +570,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
                     extension="postgres_changes",
                 )
             )
+
+    async def _send_text(self, text: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": text})
 
     async def on_leave(self, message: Message) -> None:
         await self.reply(message, "ok", {})
@@ -612,7 +684,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             return
         if channel.config.private:
             can_read = read_rights(channel.rules, principal, channel.sub_topic)
-            if not any(can_read):
+            feed = channel.member is not None and channel.member.feed
+            if not any(can_read) or (feed and not can_read[0]):
                 await self.shut(
                     channel,
                     "You no longer have permission to read from this Channel topic: "

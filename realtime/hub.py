@@ -129,6 +129,8 @@ class Member:
     # daphne's protocol behind `send` and its TCP transport (fastsend).
     protocol: Any = None
     transport: Any = None
+    # A change feed (realtime/replay.py): changes go out as broadcasts.
+    feed: bool = False
 
     @property
     def tenant_id(self) -> int:
@@ -151,6 +153,7 @@ class Member:
             self.codec.vsn,
             self.topic,
             self.bindings,
+            self.feed,
             self.principal.role,
             # decoded: orjson's bytes keep a 4 KB buffer each (per audience).
             orjson.dumps(claims, option=orjson.OPT_SORT_KEYS).decode(),
@@ -189,6 +192,7 @@ class Audience:
     bindings: tuple[Binding, ...]
     principal: Principal
     members: dict[int, Member] = field(default_factory=dict)
+    feed: bool = False
 
 
 @dataclass(slots=True)
@@ -208,7 +212,7 @@ class ChangeContext:
     # (role, relevant claim values) → (may see the change, may see its old row)
     visible: dict[Any, tuple[bool, bool]] = field(default_factory=dict)
     frames: dict[
-        tuple[str, str, tuple[int, ...], bool, frozenset[str] | None], Frame
+        tuple[str, str, tuple[int, ...], bool, frozenset[str] | None, bool], Frame
     ] = field(default_factory=dict)
     # role → the claim names its policies read
     claim_names: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -273,16 +277,22 @@ class ChangeContext:
         *,
         redacted: bool,
         select: frozenset[str] | None = None,
+        feed: bool = False,
     ) -> Frame:
-        key = (codec.vsn, topic, ids, redacted, select)
+        key = (codec.vsn, topic, ids, redacted, select, feed)
         found = self.frames.get(key)
         if found is None:
             data_json = self._shaped_json(redacted, select)
-            payload = b'{"ids":' + orjson.dumps(ids) + b',"data":' + data_json + b"}"
-            found = self.frames[key] = Frame(
-                codec.encode_raw(
-                    topic=topic, event=POSTGRES_CHANGES, payload_json=payload
+            if feed:  # a change feed's broadcast, its cursor as meta.id
+                payload = feed_payload(self.change, data_json, self.data["seq"])
+                event = BROADCAST
+            else:
+                payload = (
+                    b'{"ids":' + orjson.dumps(ids) + b',"data":' + data_json + b"}"
                 )
+                event = POSTGRES_CHANGES
+            found = self.frames[key] = Frame(
+                codec.encode_raw(topic=topic, event=event, payload_json=payload)
             )
         return found
 
@@ -390,7 +400,11 @@ class Hub:
             audience = audiences.get(key)
             if audience is None:
                 audience = audiences[key] = Audience(
-                    member.codec, member.topic, member.bindings, member.principal
+                    member.codec,
+                    member.topic,
+                    member.bindings,
+                    member.principal,
+                    feed=member.feed,
                 )
                 self.indexes[group].add(audience)
             audience.members[id(member)] = member
@@ -804,6 +818,7 @@ class Hub:
                         ids,
                         redacted=not whole_old_row,
                         select=select,
+                        feed=audience.feed,
                     )
                     for select, ids in groups
                 ]
@@ -814,6 +829,24 @@ class Hub:
         for member in members:
             member.delivered += len(frames)
         return len(members) * len(frames)
+
+
+def feed_payload(
+    change: str, data_json: bytes, seq: int, *, replayed: bool = False
+) -> bytes:
+    """A change as a change feed's broadcast: `meta.id` is its cursor (a
+    string, as the clients type it: Supabase's ids are UUIDs)."""
+    meta = b'{"replayed":true,"id":"' if replayed else b'{"id":"'
+    return (
+        b'{"type":"broadcast","event":'
+        + orjson.dumps(change)
+        + b',"payload":'
+        + data_json
+        + b',"meta":'
+        + meta
+        + str(int(seq)).encode()
+        + b'"}}'
+    )
 
 
 def release_memory() -> None:

@@ -46,6 +46,19 @@ class Tenant(models.Model):
     change_retention_hours = models.PositiveIntegerField(
         default=24 * 7, help_text="How long changes stay available for catch-up."
     )
+    broadcast_retention_hours = models.PositiveIntegerField(
+        default=72,
+        db_default=72,
+        help_text="How long broadcasts to private topics stay available for "
+        "replay (as Supabase: 72 hours).",
+    )
+    change_feeds = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="On: the private topic `changes:<table>` carries the table's "
+        "changes as broadcasts whose meta.id is the change's cursor (README, "
+        "Resume cursor).",
+    )
     rate_limits = models.JSONField(
         default=dict,
         blank=True,
@@ -291,6 +304,9 @@ class HeraldMessage(models.Model):
     payload = models.JSONField(null=True, blank=True)
     private = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(default=timezone.now, db_default=Now())
+    # Stored for replay by Herald after it sent the broadcast itself (REST or
+    # socket): the relay does not send it again.
+    sent_live = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         db_table = "herald_messages"
@@ -298,6 +314,10 @@ class HeraldMessage(models.Model):
         indexes = [
             models.Index(fields=["tenant_slug", "id"], name="herald_messages_cursor"),
             models.Index(fields=["created_at"], name="herald_messages_created"),
+            models.Index(
+                fields=["tenant_slug", "topic", "created_at"],
+                name="herald_messages_replay",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -12,8 +12,10 @@ from typing import Any
 
 import orjson
 
+from realtime import errors
 from realtime.channel import JoinedChannel
 from realtime.channel_policy import channel_allowed
+from realtime.db import in_db
 from realtime.guards import GuardsMixin, LimitReached
 from realtime.hub import hub
 from realtime.layer import broadcast_send, presence_send
@@ -27,7 +29,9 @@ from realtime.presence import (
     too_many_keys,
 )
 from realtime.protocol import PRESENCE_STATE, Message, push
+from realtime.replay import change_feed_table
 from realtime.services.broadcast import payload_limit
+from realtime.services.replay import broadcast_store
 
 
 def write_denied(channel: JoinedChannel) -> dict[str, str]:
@@ -77,6 +81,10 @@ class TopicsMixin(GuardsMixin):
         body = (
             b"" if raw is not None else orjson.dumps({**payload, "type": "broadcast"})
         )
+        if self._change_feed(channel):
+            reason = "A change feed carries only its table's changes"
+            await self.reply(message, "error", {"reason": reason})
+            return
         if len(raw if raw is not None else body) > self._payload_limit(channel):
             # Supabase answers with this bare string.
             await self.reply(message, "error", "payload_size_exceeded")
@@ -84,6 +92,12 @@ class TopicsMixin(GuardsMixin):
         if not self._may_write(channel, "broadcast"):
             await self.reply(message, "error", write_denied(channel))
             return
+        if channel.config.private and raw is None:
+            try:
+                body = await self._stored(channel, payload)
+            except errors.DatabaseUnavailable as exc:
+                await self.reply(message, "error", {"reason": exc.reason})
+                return
         await broadcast_send(
             channel.room,
             topic=channel.topic,
@@ -93,6 +107,30 @@ class TopicsMixin(GuardsMixin):
         )
         if channel.config.broadcast_ack:
             await self.reply(message, "ok", {})
+
+    @staticmethod
+    def _change_feed(channel: JoinedChannel) -> bool:
+        tenant = channel.principal.tenant
+        return channel.config.private and (
+            change_feed_table(
+                channel.sub_topic, enabled=tenant.change_feeds, private=True
+            )
+            is not None
+        )
+
+    @staticmethod
+    async def _stored(channel: JoinedChannel, payload: dict[str, Any]) -> bytes:
+        """Store a private broadcast for replay; its frame body, with `meta.id`."""
+        ident = await in_db(
+            broadcast_store,
+            tenant=channel.principal.tenant,
+            topic=channel.sub_topic,
+            event=payload["event"],
+            payload=payload.get("payload"),
+        )
+        return orjson.dumps(
+            {**payload, "type": "broadcast", "meta": {"id": str(ident)}}
+        )
 
     # --- Presence -----------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -13,7 +13,10 @@ from realtime import errors
 from realtime.auth import Principal
 from realtime.channel_policy import ChannelRule, channel_allowed
 from realtime.layer import broadcast_send, layer_sync, topic_group
+from realtime.models import Tenant
+from realtime.replay import change_feed_table
 from realtime.selectors import channel_rules
+from realtime.services.replay import broadcasts_store
 
 # Slack over the tenant's limit, as Supabase allows for the envelope.
 PAYLOAD_SLACK = 500
@@ -90,16 +93,20 @@ def broadcasts_publish(
     allowed = [
         m
         for m in messages
-        if not m.private
-        or channel_allowed(
-            rules,
-            role=principal.role,
-            claims=principal.claims,
-            topic=m.topic,
-            extension="broadcast",
-            action="write",
+        if not _change_feed(tenant, m)
+        and (
+            not m.private
+            or channel_allowed(
+                rules,
+                role=principal.role,
+                claims=principal.claims,
+                topic=m.topic,
+                extension="broadcast",
+                action="write",
+            )
         )
     ]
+    allowed = _stored(tenant, allowed)
     layer_sync(_send_all, tenant.pk, allowed)
     activity_record(
         event_type=EventType.REST_BROADCAST,
@@ -109,6 +116,32 @@ def broadcasts_publish(
         details={"sent": len(allowed), "skipped": len(messages) - len(allowed)},
     )
     return len(allowed)
+
+
+def _change_feed(tenant: Tenant, message: BroadcastInput) -> bool:
+    """A change feed carries only its table's changes (realtime/replay.py)."""
+    return message.private and (
+        change_feed_table(message.topic, enabled=tenant.change_feeds, private=True)
+        is not None
+    )
+
+
+def _stored(tenant: Tenant, messages: list[BroadcastInput]) -> list[BroadcastInput]:
+    """Store the private JSON broadcasts for replay; they carry their id as
+    `meta.id` (binary payloads are not stored)."""
+    due = [i for i, m in enumerate(messages) if m.private and m.raw is None]
+    if not due:
+        return messages
+    ids = broadcasts_store(
+        tenant=tenant,
+        messages=[
+            (messages[i].topic, messages[i].event, messages[i].payload) for i in due
+        ],
+    )
+    out = list(messages)
+    for index, ident in zip(due, ids, strict=True):
+        out[index] = replace(out[index], id=str(ident))
+    return out
 
 
 async def _send_all(tenant_id: int, messages: list[BroadcastInput]) -> None:
