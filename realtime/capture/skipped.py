@@ -58,6 +58,14 @@ def skipped_check(counts: dict[str, int] | None = None) -> int:
 class SkippedRowsCollector(Collector):
     """`herald_capture_skipped_rows_total{table=…}` from the database."""
 
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        # Without it, registering calls collect(): a query at import time.
+        yield CounterMetricFamily(
+            "herald_capture_skipped_rows",
+            "Rows naming no known tenant",
+            labels=["table"],
+        )
+
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
             "herald_capture_skipped_rows",
