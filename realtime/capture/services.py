@@ -179,6 +179,24 @@ def table_track(
     return tracked
 
 
+def tracked_tables_refresh() -> int:
+    """Regenerate the triggers of tables tracked by command (post_migrate).
+
+    An upgrade of Herald may change the trigger's form: `migrate` brings every
+    tracked table to it. A table dropped since it was tracked is skipped and
+    logged (its row stays, so tracking resumes if it comes back).
+    """
+    existing = set(connection.introspection.table_names())
+    refreshed = 0
+    for tracked in TrackedTable.objects.filter(source=TrackedTable.Source.COMMAND):
+        if tracked.db_table not in existing:
+            logger.warning("Tracked table %s does not exist; skipped", tracked.db_table)
+            continue
+        triggers_install(_spec_of(tracked))
+        refreshed += 1
+    return refreshed
+
+
 def table_untrack(*, db_table: str, actor: str = "") -> bool:
     """Stop recording a table's writes; False when it was not tracked."""
     with transaction.atomic():
