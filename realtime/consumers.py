@@ -21,7 +21,13 @@ from redis.exceptions import RedisError
 
 from audit.models import EventType
 from realtime import errors, metrics
-from realtime.auth import Principal, principal_shared
+from realtime.auth import (
+    KeyCache,
+    Principal,
+    needs_database,
+    principal_for_tenant,
+    principal_shared,
+)
 from realtime.batched import batched
 from realtime.bindings import join_reply_entries, parse_bindings
 from realtime.bounds import (
@@ -140,7 +146,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         try:
             self.principal = principal_shared(
                 await batched(connections_open)(
-                    apikey=query_param(self.scope, "apikey"), ip=self.ip
+                    apikey=query_param(self.scope, "apikey"),
+                    ip=self.ip,
+                    keys=await hub().key_cache(),
                 )
             )
         except errors.HeraldError as exc:
@@ -554,6 +562,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
     async def _principal_for(self, token: str | None, topic: str) -> Principal:
         if token is None:
             return self.principal  # supabase-js often joins without a token
+        keys = await hub().key_cache()
+        if not needs_database(token, keys=keys):
+            return principal_shared(await self._principal_here(token, topic, keys))
         await issuer_keys_warm(tenant=self.principal.tenant, token=token)
         principal = await in_db(
             join_principal,
@@ -561,8 +572,28 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             token=token,
             topic=topic,
             ip=self.ip,
+            keys=keys,
         )
         return principal_shared(principal)
+
+    async def _principal_here(
+        self, token: str, topic: str, keys: KeyCache | None
+    ) -> Principal:
+        """A token checked on the event loop (no hop to the database thread,
+        where a storm's joins would queue one by one); a refusal is still
+        written down, as `join_principal` does."""
+        try:
+            return principal_for_tenant(self.principal.tenant, token, keys=keys)
+        except errors.HeraldError as exc:
+            await best_effort(
+                refusal_record,
+                event_type=refusal_event(exc),
+                reason=exc.message,
+                principal=self.principal,
+                target=topic,
+                ip=self.ip,
+            )
+            raise
 
     async def on_access_token(self, message: Message, channel: JoinedChannel) -> None:
         token = join_token(message.payload)
