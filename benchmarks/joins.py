@@ -314,13 +314,17 @@ async def _storm_client(
         try:
             ws = await connect(url, open_timeout=timeout, max_size=None)
         except Exception as exc:
-            return f"connect failed: {type(exc).__name__}"
+            failed_at = time.time() - start_at
+            return f"connect failed: {type(exc).__name__} at {failed_at:.0f} s"
         sockets.append(ws)
+        opened = time.time() - start_at
         try:
             ok = await join(ws, frame)
         except Exception as exc:
             return f"join failed: {type(exc).__name__}"
-        return f"joined {time.time() - start_at:.3f}" if ok else "join refused"
+        if not ok:
+            return "join refused"
+        return f"joined {time.time() - start_at:.3f} {opened:.3f}"
 
     await asyncio.sleep(max(0.0, start_at - time.time()))
     cpu0 = own_cpu()
@@ -357,6 +361,7 @@ def storm(
     cpu = [cpu_seconds(s.process.pid) - c for s, c in zip(servers, cpu0, strict=True)]
     outcomes = [o for share, _ in results for o in share]
     times = sorted(float(o.split()[1]) for o in outcomes if o.startswith("joined"))
+    opened = sorted(float(o.split()[2]) for o in outcomes if o.startswith("joined"))
     kinds = Counter(o for o in outcomes if not o.startswith("joined"))
     refused = sum(v for k, v in kinds.items() if k != "not joined in time")
     late = kinds["not joined in time"]
@@ -367,6 +372,10 @@ def storm(
         print(
             f"  joined {len(times)} of {n}; all that joined had by {last:.2f} s "
             f"(half by {median:.2f} s), {len(times) / last:,.0f} joins/s overall"
+        )
+        print(
+            f"  their sockets had opened by {opened[-1]:.2f} s "
+            f"(half by {opened[len(opened) // 2]:.2f} s)"
         )
     print(f"  refused {refused}, not joined within {args.timeout:.0f} s: {late}")
     for kind, count in kinds.most_common():

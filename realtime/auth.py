@@ -231,8 +231,16 @@ def _token_principal(tenant: Tenant, token: str) -> Principal:
             raise errors.MalformedToken(
                 f"The token's claims are not plain JSON: {problem}"
             )
-    else:
-        claims = token_claims(token, secret=tenant.jwt_secret)
+        return _claims_principal(tenant, claims)
+    return _secret_principal(tenant, token)
+
+
+def _secret_principal(tenant: Tenant, token: str) -> Principal:
+    """A token signed with the tenant's own secret."""
+    return _claims_principal(tenant, token_claims(token, secret=tenant.jwt_secret))
+
+
+def _claims_principal(tenant: Tenant, claims: dict[str, Any]) -> Principal:
     ref = claims.get("ref")
     if ref is not None and ref != tenant.slug:
         raise errors.InvalidKey("The token belongs to another tenant")
@@ -275,18 +283,25 @@ def _tenant_named(slug: str, keys: KeyCache | None) -> Tenant:
     return tenant
 
 
-def needs_database(raw: str, *, keys: KeyCache | None = None) -> bool:
-    """Whether resolving a join's token reads the database: a key that is not
-    cached does, and so does a token naming an issuer (the tenant's trusted
+def principal_offline(
+    tenant: Tenant, raw: str, *, keys: KeyCache | None = None
+) -> Principal | None:
+    """`principal_for_tenant` without the database, or None where it needs it:
+    a key that is not cached, a token naming an issuer (the tenant's trusted
     issuers are read). A token signed with the tenant's own secret is checked
-    without it, on the event loop, with no hop to the database thread."""
+    here alone, on the event loop, with no hop to the database thread.
+    Raises as `principal_for_tenant` does."""
     raw = _clean(raw)
+    if not raw:
+        raise errors.MalformedToken()
     if looks_like_key(raw):
-        return keys is None or keys.key(key_hash(raw)) is None
-    try:
-        return issuer_named(raw)
-    except errors.HeraldError:
-        return False  # unreadable: refused without the database
+        found = keys.key(key_hash(raw)) if keys is not None else None
+        if found is not None and found.tenant.pk != tenant.pk:
+            raise errors.InvalidKey("The key belongs to another tenant")
+        return found
+    if issuer_named(raw):
+        return None
+    return _secret_principal(tenant, raw)
 
 
 def principal_for_tenant(

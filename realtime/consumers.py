@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from redis.exceptions import RedisError
@@ -24,8 +25,7 @@ from realtime import errors, metrics
 from realtime.auth import (
     KeyCache,
     Principal,
-    needs_database,
-    principal_for_tenant,
+    principal_offline,
     principal_shared,
 )
 from realtime.batched import batched
@@ -177,7 +177,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         (its slot, subscription rows, streams, topics and presence).
         """
         try:
-            await super().dispatch(message)
+            await self._handle(message)
         except StopConsumer:
             raise
         except Exception:
@@ -186,6 +186,18 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await released("the socket", self.close(code=CLOSE_FAILED))
             await self.disconnect(CLOSE_FAILED)
             raise StopConsumer() from None
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch, without its hop to the database thread before
+        every message (`aclose_old_connections`, since Channels 4.2): every
+        frame of every socket queued there, behind the batched writes, and a
+        storm's joins waited seconds for it. Herald's database calls close
+        stale connections themselves (`realtime.db.in_db`, through Channels'
+        `database_sync_to_async`)."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "released", True):
@@ -563,8 +575,9 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         if token is None:
             return self.principal  # supabase-js often joins without a token
         keys = await hub().key_cache()
-        if not needs_database(token, keys=keys):
-            return principal_shared(await self._principal_here(token, topic, keys))
+        principal = await self._principal_here(token, topic, keys)
+        if principal is not None:
+            return principal_shared(principal)
         await issuer_keys_warm(tenant=self.principal.tenant, token=token)
         principal = await in_db(
             join_principal,
@@ -578,12 +591,12 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
 
     async def _principal_here(
         self, token: str, topic: str, keys: KeyCache | None
-    ) -> Principal:
+    ) -> Principal | None:
         """A token checked on the event loop (no hop to the database thread,
-        where a storm's joins would queue one by one); a refusal is still
-        written down, as `join_principal` does."""
+        where a storm's joins would queue one by one), or None if it needs the
+        database; a refusal is still written down, as `join_principal` does."""
         try:
-            return principal_for_tenant(self.principal.tenant, token, keys=keys)
+            return principal_offline(self.principal.tenant, token, keys=keys)
         except errors.HeraldError as exc:
             await best_effort(
                 refusal_record,
