@@ -54,7 +54,7 @@ class HeadDeadlineChannel(http.HTTPChannel):
     def _head_unread(self) -> bool:
         """Is the end of a request head among the bytes not read yet?"""
         try:
-            handle = self.transport.getHandle()
+            handle = self.transport.getHandle()  # type: ignore[union-attr]
             waiting = handle.recv(
                 self.totalHeadersSize, socket.MSG_PEEK | socket.MSG_DONTWAIT
             )
