@@ -166,10 +166,10 @@ class RoundTrips:
     def statements(self) -> Counter[tuple[int, str]]:
         """Calls so far per statement: (its id, its first 70 characters)."""
         rows = self.pg.execute(
-            "SELECT queryid, left(query, 70), calls"
+            "SELECT queryid, left(min(query), 70), sum(calls)"
             " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
             " WHERE d.datname = current_database() AND query NOT LIKE '%pg_stat%'"
-            " AND query NOT LIKE '%FOR KEY SHARE OF x%'"
+            " AND query NOT LIKE '%FOR KEY SHARE OF x%' GROUP BY queryid"
         ).fetchall()
         return Counter({(queryid, text): int(calls) for queryid, text, calls in rows})
 
