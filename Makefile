@@ -88,7 +88,8 @@ bench-peers: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 soak: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
-# --- A reconnect storm: N sockets connect, then all join with their own tokens ---
+# --- Joins: per second on one process (round trips counted), then 10,000 clients ---
+# --- reconnecting at once to two processes; BENCH_ARGS="--phases rate --profile DIR" ---
 
 bench-joins: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.joins $(BENCH_ARGS)
