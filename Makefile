@@ -93,3 +93,10 @@ soak: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 
 bench-joins: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.joins $(BENCH_ARGS)
+
+# --- One change among 10,000 distinct filters vs among 100, in-process (seconds) ---
+
+.PHONY: bench-filters
+
+bench-filters: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.filters $(BENCH_ARGS)
