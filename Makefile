@@ -92,3 +92,11 @@ soak: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 
 bench-joins: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.joins $(BENCH_ARGS)
+
+# --- The relay: committed-and-delivered changes/s with 1, 8, 32 writers (one tenant, --
+# --- 32 tenants), commit->socket latency, with and without the ordering lock ---------
+
+.PHONY: bench-relay
+
+bench-relay: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.relay $(BENCH_ARGS)
