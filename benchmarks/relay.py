@@ -23,7 +23,7 @@ the lock (or of whatever replaces it).
 """
 
 # It starts local tools (postgres, redis-server, daphne) with fixed arguments.
-# ruff: noqa: S603, S607, S608
+# ruff: noqa: S603, S608
 
 from __future__ import annotations
 
@@ -213,9 +213,7 @@ async def run(
     rate: float = 0,
 ) -> Result:
     streams = {t["slug"]: Stream(t["slug"]) for t in tenants}
-    sockets = [
-        await subscribe(server.ws_url, t, streams[t["slug"]]) for t in tenants
-    ]
+    sockets = [await subscribe(server.ws_url, t, streams[t["slug"]]) for t in tenants]
     loop = asyncio.get_running_loop()
     before = await loop.run_in_executor(None, heads, tenants)
     with psycopg.connect(url, autocommit=True) as db:
@@ -281,7 +279,9 @@ async def run(
             result.latencies.append(at - commits[w][n])
             last = max(last, at)
         if want:
-            ordered = await loop.run_in_executor(None, catch_up, t["id"], before[t["id"]])
+            ordered = await loop.run_in_executor(
+                None, catch_up, t["id"], before[t["id"]]
+            )
             result.catch_up_order += ordered != ids
     result.rate = len(rows) / (last - start)
     return result
@@ -291,8 +291,7 @@ def lock_remove(url: str) -> bool:
     """Recreate the capture trigger's function without its advisory lock."""
     with psycopg.connect(url, autocommit=True) as db:
         source = db.execute(
-            "SELECT pg_get_functiondef(p.oid) FROM pg_proc p "
-            "WHERE p.proname = %s",
+            "SELECT pg_get_functiondef(p.oid) FROM pg_proc p WHERE p.proname = %s",
             [f"herald_capture_{TABLE}"],
         ).fetchone()[0]
         if not LOCK_LINE.search(source):

@@ -9,10 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-# The advisory lock namespace that orders a tenant's cursors; the same as
-# realtime/services/changes.py takes, so trigger rows and Herald's own rows
-# of one tenant commit in cursor order together.
-CURSOR_LOCK_NAMESPACE = 7_211_101
 PREFIX = "herald_capture_"
 
 
@@ -109,9 +105,6 @@ BEGIN
         WHERE db_table = TG_TABLE_NAME;
         RETURN NULL;
     END IF;
-    -- The lock Herald's own publishes take: a tenant's cursors commit in
-    -- order, so a reader after cursor N never misses a later commit.
-    PERFORM pg_advisory_xact_lock({CURSOR_LOCK_NAMESPACE}, tenant::int4);
     IF TG_OP <> 'INSERT' THEN old_rec := to_jsonb(OLD) - {excluded}; END IF;
     IF TG_OP <> 'DELETE' THEN rec := to_jsonb(NEW) - {excluded}; END IF;
     -- The columns (and which are numeric or timestamptz) come from the
