@@ -99,11 +99,19 @@ class DurablePostgres(Postgres):
 
 
 def write(
-    url: str, slug: str, writer: int, until: float, interval: float, out: Any
+    url: str,
+    slug: str,
+    writer: int,
+    span: tuple[float, float],
+    interval: float,
+    out: Any,
 ) -> None:
-    """Insert one row per transaction until `until`; report each commit's time."""
+    """Insert one row per transaction from `span[0]` until `span[1]`; report
+    each commit's time. Connected before the start, as a pool would be."""
     commits: list[float] = []
+    start, until = span
     with psycopg.connect(url, autocommit=True) as db:
+        time.sleep(max(0.0, start - time.time()))
         n = 0
         next_at = time.time()
         while (now := time.time()) < until:
@@ -221,7 +229,8 @@ async def run(
     await asyncio.sleep(0.3)
     context = multiprocessing.get_context("fork")
     out = context.Queue()
-    start = time.time()
+    # Every writer connects first: the clock starts when they all may write.
+    start = time.time() + 1.0 + writers * 0.05
     until = start + duration
     interval = writers / rate if rate else 0.0
     procs = [
@@ -231,7 +240,7 @@ async def run(
                 url,
                 tenants[i % len(tenants) if spread else 0]["slug"],
                 i,
-                until,
+                (start, until),
                 interval,
                 out,
             ),
