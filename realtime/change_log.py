@@ -39,7 +39,7 @@ from django.db.models.expressions import RawSQL
 
 from realtime import errors
 from realtime.bindings import Binding, binding_matches
-from realtime.models import LiveUpdate, RowPolicy, Tenant
+from realtime.models import HeraldMessage, LiveUpdate, RowPolicy, Tenant
 from realtime.row_policy import (
     SERVICE_ROLE,
     old_row_visible,
@@ -90,7 +90,8 @@ def after_position(
     )
 
 
-def position_of(update: LiveUpdate) -> Position:
+def position_of(update: LiveUpdate | HeraldMessage) -> Position:
+    """A row's place in log order (its `log_xid` is read with it, PostgreSQL)."""
     return (getattr(update, "log_xid", 0) or 0, update.pk)
 
 
