@@ -20,8 +20,9 @@ Everything is measured twice: as the code stands (readers below
 pg_snapshot_xmin, no lock), and with the per-tenant ordering lock Herald used
 before (pg_advisory_xact_lock per tenant, held until commit) taken by a BEFORE
 INSERT trigger on the table, to show what the lock costs. The latency is also
-measured with a short poll (--fast-poll), the setting a deployment that needs
-writes from other programs delivered within 50 ms would use.
+measured with a short poll (--fast-poll) and with HERALD_RELAY_NOTIFY (LISTEN/
+NOTIFY wake-up), the settings a deployment that needs writes from other
+programs delivered within 50 ms would choose between.
 """
 
 # It starts local tools (postgres, redis-server, daphne) with fixed arguments.
@@ -381,13 +382,22 @@ async def measure(
         await latency(server, url, tenants, args, label, "default poll")
     finally:
         server.stop()
-    env = {**env, "HERALD_RELAY_POLL_INTERVAL": str(args.fast_poll)}
-    server = Server(env, log=logs / "server-fast-poll.log")
+    fast = {**env, "HERALD_RELAY_POLL_INTERVAL": str(args.fast_poll)}
+    server = Server(fast, log=logs / "server-fast-poll.log")
     try:
         poll = f"poll {args.fast_poll * 1000:.0f} ms"
         await latency(server, url, tenants, args, label, poll)
     finally:
         server.stop()
+    from realtime.wake import notify_install
+
+    notify_install(enabled=True)
+    server = Server({**env, "HERALD_RELAY_NOTIFY": "1"}, log=logs / "notify.log")
+    try:
+        await latency(server, url, tenants, args, label, "NOTIFY")
+    finally:
+        server.stop()
+        notify_install(enabled=False)
 
 
 async def latency(

@@ -21,7 +21,8 @@ change committed after it began, until it ends.
 
 Waking: Herald's own writes send a hint over the channel layer once they
 commit (realtime/wake.py); anything else is found by a poll every
-HERALD_RELAY_POLL_INTERVAL seconds.
+HERALD_RELAY_POLL_INTERVAL seconds, or at once with HERALD_RELAY_NOTIFY
+(PostgreSQL LISTEN/NOTIFY; off by default, see realtime/wake.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from realtime.layer import (
     topic_group,
 )
 from realtime.models import HeraldMessage, LiveUpdate, Tenant
+from realtime.wake import NOTIFY_CHANNEL
 
 if TYPE_CHECKING:
     from realtime.hub import Hub
@@ -157,6 +159,22 @@ def _last_id(model: type[LiveUpdate] | type[HeraldMessage]) -> int:
     return model.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
 
 
+def _conninfo() -> str:
+    """The default database's connection string, for a session of the relay's own."""
+    from psycopg.conninfo import make_conninfo
+
+    db = settings.DATABASES["default"]
+    params = {
+        "dbname": db.get("NAME"),
+        "user": db.get("USER"),
+        "password": db.get("PASSWORD"),
+        "host": db.get("HOST"),
+        "port": str(db["PORT"]) if db.get("PORT") else None,
+    }
+    options = {k: v for k, v in db.get("OPTIONS", {}).items() if isinstance(v, str)}
+    return make_conninfo(**{k: v for k, v in params.items() if v}, **options)
+
+
 def broadcast_message(tenant_id: int, message: HeraldMessage) -> dict[str, Any]:
     """The layer message a REST broadcast of this row would have sent."""
     body = {"type": "broadcast", "event": message.event, "payload": message.payload}
@@ -218,6 +236,31 @@ class Relay:
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._run()),
         ]
+        if settings.HERALD_RELAY_NOTIFY and connection.vendor == "postgresql":
+            self._tasks.append(asyncio.create_task(self._notified()))
+
+    async def _notified(self) -> None:
+        """LISTEN for the change log's NOTIFY (HERALD_RELAY_NOTIFY, realtime/wake.py).
+
+        A session of its own, kept open; the poll covers any gap while it is
+        down, and a wake-up after reconnecting catches up at once.
+        """
+        import psycopg
+
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    _conninfo(), autocommit=True
+                ) as session:
+                    await session.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.woken.set()
+                    async for _ in session.notifies():
+                        self.woken.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("Relay could not LISTEN for commits: %r", exc)
+                await asyncio.sleep(1)
 
     async def _listen(self) -> None:
         """Turn hints on the layer into a wake-up; re-join the group now and then."""

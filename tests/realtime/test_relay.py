@@ -322,3 +322,28 @@ def test_two_servers_deliver_every_change_of_concurrent_writers_in_catch_up_orde
         got = data(ws.changes(expected, timeout=30))
         assert [d["seq"] for d in got] == [c["seq"] for c in caught["changes"]]
         assert ws.quiet(is_change, wait=0.5), "a change came twice"
+
+
+def test_notify_wakes_the_relays_at_a_commit_from_another_program(
+    tenant, sockets, start_server
+):
+    """HERALD_RELAY_NOTIFY: a psql write reaches a socket at its commit, though
+    the server's poll would not look for an hour."""
+    from realtime.wake import notify_install
+
+    notify_install(enabled=True)  # what `migrate` does with the setting on
+    try:
+        server = start_server(
+            HERALD_RELAY_NOTIFY="1", HERALD_RELAY_POLL_INTERVAL="3600"
+        )
+        ws = sockets(tenant.secret_key, server)
+        ws.join("site", bindings=ARTICLES)
+        psql(
+            "INSERT INTO tracked_article (tenant_id, site_id, title, published, "
+            f"price, tags, updated_at) VALUES ({tenant.tenant.pk}, 1, 'notified', "
+            "false, 0, '[]', now())"
+        )
+        [change] = data(ws.changes(1))
+        assert change["record"]["title"] == "notified"
+    finally:
+        notify_install(enabled=False)
