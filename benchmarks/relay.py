@@ -391,13 +391,14 @@ async def measure(
         server.stop()
     from realtime.wake import notify_install
 
-    notify_install(enabled=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: notify_install(enabled=True))
     server = Server({**env, "HERALD_RELAY_NOTIFY": "1"}, log=logs / "notify.log")
     try:
         await latency(server, url, tenants, args, label, "NOTIFY")
     finally:
         server.stop()
-        notify_install(enabled=False)
+        await loop.run_in_executor(None, lambda: notify_install(enabled=False))
 
 
 async def latency(
