@@ -114,3 +114,11 @@ bench-capture-cost: $(VENV)/.installed system-deps
 
 bench-filters: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.filters $(BENCH_ARGS)
+
+# --- The relay: committed-and-delivered changes/s with 1, 8, 32 writers (one tenant, --
+# --- 32 tenants), commit->socket latency, with and without the ordering lock ---------
+
+.PHONY: bench-relay
+
+bench-relay: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.relay $(BENCH_ARGS)
