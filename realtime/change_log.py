@@ -8,7 +8,7 @@ Log order. Ids come from a sequence when rows are inserted, but transactions
 commit in any order: a reader at id 10 could miss 9 committing after 10.
 SQLite serializes writers, so there ids commit in order and the log order is
 the id. On PostgreSQL each row records the transaction that wrote it (the
-`xid` column, DEFAULT pg_current_xact_id(): migration 0007), and readers only
+`xid` column, DEFAULT pg_current_xact_id(): migration 0009), and readers only
 read rows of transactions older than every transaction still running
 (pg_snapshot_xmin of the current snapshot), in (xid, id) order. Every such
 transaction has ended, so no row can ever appear before a position already

@@ -141,7 +141,7 @@ class LiveUpdate(models.Model):
     The id is the cursor clients catch up from. Rows are only ever appended
     (and deleted by retention); nothing updates them after commit. On
     PostgreSQL each row also records its transaction (an `xid` column the
-    model does not map, migration 0007): readers follow (xid, id) order,
+    model does not map, migration 0009): readers follow (xid, id) order,
     realtime/change_log.py.
     """
 

@@ -48,7 +48,7 @@ def backward(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("realtime", "0006_trusted_issuers_row_policy_membership"),
+        ("realtime", "0008_broadcast_replay"),
     ]
 
     operations = [migrations.RunPython(forward, backward)]
