@@ -140,17 +140,19 @@ class ReplayGate:
     The channel joins its topic (and streams) before the replay is read, so
     nothing committed meanwhile is missed; what arrives live in between is
     held, and once the replay is written it is let through, less what the
-    replay carried already (by id). A change feed's ids come in order, so the
-    filter ends at the first live id past the replay; a broadcast's ids are
-    checked against the replayed ones for as long as the channel lives, as in
-    Supabase.
+    replay carried already (by id). A change feed's replay and its live frames
+    follow the same log order (realtime/change_log.py), which is not id order
+    on PostgreSQL: the live frames the replay carried too come first, so the
+    filter ends at the first live change the replay did not carry; a
+    broadcast's ids are checked against the replayed ones for as long as the
+    channel lives, as in Supabase.
     """
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self._held: list[dict[str, Any]] | None = []
         self._seen: set[Any] = set()
-        self._after: int | None = None
+        self._prefix: set[str] | None = None  # a feed's replayed ids
 
     async def __call__(self, event: dict[str, Any]) -> None:
         if self._held is not None:
@@ -160,24 +162,28 @@ class ReplayGate:
             await self._send(event)
 
     def _due(self, event: dict[str, Any]) -> bool:
-        if self._after is not None:
+        if self._prefix is not None:
             ident = frame_id(event)
             if not isinstance(ident, str) or not ident.isdigit():
                 return True  # presence and the like: not a change
-            if int(ident) <= self._after:
+            if ident in self._prefix:
                 return False
-            self._after = None  # changes come in cursor order from here on
+            self._prefix = None  # past the replay: every later change is new
             return True
         if self._seen:
             return frame_id(event) not in self._seen
         return True
 
     async def open(
-        self, *, seen: set[Any] | None = None, after: int | None = None
+        self, *, seen: set[Any] | None = None, feed: set[str] | None = None
     ) -> None:
-        """The replay is written: let the held frames (then all) through."""
+        """The replay is written: let the held frames (then all) through.
+
+        `seen`: replayed broadcast ids, never sent again; `feed`: a change
+        feed's replayed ids, skipped until the first live change past them.
+        """
         self._seen = seen or set()
-        self._after = after
+        self._prefix = feed
         while self._held:
             held, self._held = self._held, []
             for event in held:

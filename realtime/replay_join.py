@@ -67,6 +67,7 @@ async def _feed_page(channel: JoinedChannel, backlog: Backlog) -> None:
         feed_payload(u.type, orjson.dumps(change_data(u)), u.pk, replayed=True)
         for u in page.changes
     ]
+    backlog.ids.update(str(u.pk) for u in page.changes)
     backlog.cursor, backlog.more = page.next_cursor, page.has_more
 
 
@@ -130,6 +131,6 @@ async def replay_send(
             break
         await _feed_page(channel, backlog)
     if backlog.table is not None:
-        await gate.open(after=backlog.cursor)
+        await gate.open(feed=set(backlog.ids))
     else:
         await gate.open(seen=set(backlog.ids))
