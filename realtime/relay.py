@@ -313,7 +313,14 @@ class Relay:
                 await asyncio.sleep(1)
                 continue
             down = False
-            await self._deliver(batch)
+            try:
+                await self._deliver(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A fan-out bug must not stop live delivery for good: this
+                # batch's sockets catch up from the log; the next is delivered.
+                logger.exception("Relay could not deliver a batch; going on")
             if batch.more:
                 continue
             with contextlib.suppress(TimeoutError):
