@@ -11,6 +11,7 @@ import textwrap
 import httpx
 import pytest
 
+from tests.realtime_clients import client_factory
 from tests.server import Server, embedded_env, manage
 from tests.wire import Socket
 
@@ -159,3 +160,80 @@ def test_deleting_a_tenant_with_tracked_rows_works(embedded):
         "print('left', Article.objects.count(), LiveUpdate.objects.count())\n",
     )
     assert out.strip().splitlines()[-1] == "left 0 0"
+
+
+@pytest.mark.parametrize("kind", ["supabase-js", "python"])
+def test_every_django_write_path_reaches_a_real_client_once(embedded, kind):
+    """The embedded default (SQLite, in-memory layer): writes from another
+    process reach an official client live, and catch-up agrees."""
+    env, server, creds = embedded
+    with client_factory() as open_client:
+        client = open_client(kind, server, apikey=creds["secret_key"])
+        client.subscribe(
+            "site", [{"event": "*", "schema": "public", "table": "articles"}]
+        )
+        manage(
+            env,
+            "shell",
+            "-c",
+            "from django.db import connection, transaction\n"
+            "from realtime.models import Tenant\n"
+            "from tests.tracked.models import Article\n"
+            f"t = Tenant.objects.get(slug={creds['tenant']!r})\n"
+            "try:\n"
+            "    with transaction.atomic():\n"
+            "        Article.objects.create(tenant=t, site_id=1, title='never')\n"
+            "        raise RuntimeError\n"
+            "except RuntimeError:\n"
+            "    pass\n"
+            "a = Article.objects.create(tenant=t, site_id=1, title='saved')\n"
+            "Article.objects.filter(pk=a.pk).update(title='updated')\n"
+            "[b] = Article.objects.bulk_create(\n"
+            "    [Article(tenant=t, site_id=1, title='bulk')]\n"
+            ")\n"
+            "b.title = 'bulk updated'\n"
+            "Article.objects.bulk_update([b], ['title'])\n"
+            "with connection.cursor() as c:\n"
+            "    c.execute(\n"
+            "        'UPDATE tracked_article SET site_id = 2 WHERE id = %s', [a.pk]\n"
+            "    )\n"
+            "Article.objects.all().delete()\n",
+        )
+        expected = [
+            ("INSERT", "saved"),
+            ("UPDATE", "updated"),
+            ("INSERT", "bulk"),
+            ("UPDATE", "bulk updated"),
+            ("UPDATE", "updated"),
+            ("DELETE", "updated"),
+            ("DELETE", "bulk updated"),
+        ]
+        client.wait_for(
+            lambda e: len(client.matching(is_change)) >= len(expected), timeout=30
+        )
+        client.assert_no(lambda e: False, wait=1.0)  # then nothing more came:
+        seen = [change_of(e) for e in client.matching(is_change)]
+    assert [(kind_, (new or old)["title"]) for kind_, new, old in seen] == expected
+    assert seen[1][2]["title"] == "saved"
+    assert (seen[4][1]["site_id"], seen[4][2]["site_id"]) == (2, 1)
+    caught = httpx.get(
+        f"{server.url}/api/live-updates",
+        params={"since": 0, "table": "articles"},
+        headers={"apikey": creds["secret_key"]},
+    ).json()["changes"]
+    assert [
+        (c["type"], (c.get("record") or c.get("old_record"))["title"]) for c in caught
+    ] == expected
+
+
+def is_change(event):
+    return event["event"] == "postgres_changes"
+
+
+def change_of(event):
+    """(type, new, old) as the client's postgres_changes callback got them."""
+    payload = event["payload"]
+    if "data" in payload:  # Python: the raw payload
+        data = payload["data"]
+        return data["type"], data.get("record") or {}, data.get("old_record") or {}
+    return payload["eventType"], payload["new"] or {}, payload["old"] or {}
