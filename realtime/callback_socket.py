@@ -3,7 +3,7 @@
 - Connect: a socket whose apikey is the tenant's publishable key, on a tenant
   with a callback, is whoever the callback says (`type: "connect"`), told the
   socket's Cookie header and its `access_token` query parameter, if any.
-  Refused, the socket is still accepted, and each join without a token of its
+  Asked once the socket is accepted; refused, each join without a token of its
   own asks again and, refused again, is answered with the reason.
 - Join: with `on_join`, each join of a private channel asks too (`type:
   "join"`, with the topic and the join's token), and the answer's principal
@@ -58,12 +58,10 @@ class CallbackMixin:
     def _schedule_expiry(self, channel: JoinedChannel) -> None:
         raise NotImplementedError
 
-    async def callback_connect(self, opened: Principal) -> None:
-        """Ask the callback who this socket is, if the tenant has one.
-
-        Runs before the socket is accepted: the handshake's headers are read
-        here. `opened` is the key's principal as the database returned it.
-        """
+    def callback_prepare(self, opened: Principal) -> None:
+        """Read what the callback will be told, while the handshake's headers
+        are still there. `opened` is the key's principal as the database
+        returned it (with the tenant's callback, if any)."""
         self.callback = callback_config_of(opened)
         if self.callback is None:
             return
@@ -71,6 +69,16 @@ class CallbackMixin:
         self._callback_cookies = cookie_header_of(self.scope)
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         self._callback_token = (query.get("access_token") or [None])[0]
+
+    async def callback_connect(self) -> None:
+        """Ask the callback who this socket is, if the tenant has one.
+
+        Runs once the socket is accepted: daphne drops a handshake that takes
+        more than 5 s, and a refused socket hears why on its joins. Frames
+        that arrive meanwhile wait, as Channels handles one at a time.
+        """
+        if self.callback is None:
+            return
         try:
             self.principal = await self._callback_ask(CONNECT)
         except CallbackRefused as exc:

@@ -147,7 +147,7 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
             await self.close()
             return
         self.principal = principal_shared(opened)
-        await self.callback_connect(opened)  # the tenant's callback, if any
+        self.callback_prepare(opened)  # the tenant's callback, if any
         self.codec = codec
         await self.accept()
         # daphne's TCP transport, when that is what serves the socket: how much
@@ -158,6 +158,7 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
         headers = self.scope.get("headers")
         if isinstance(headers, list):
             headers.clear()
+        await self.callback_connect()
         if await self.hold_connection():
             await hub().register(self)
             metrics.CONNECTIONS.labels(self.principal.tenant.slug).inc()
