@@ -92,3 +92,11 @@ soak: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 
 bench-joins: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.joins $(BENCH_ARGS)
+
+# --- Identity: RS256/ES256 issuer tokens against HS256 per join; membership
+# --- against equality row policies per delivery (issue 15), in one run ---------
+
+.PHONY: bench-identity
+
+bench-identity: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.identity $(BENCH_ARGS)
