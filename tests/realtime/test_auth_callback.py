@@ -22,6 +22,8 @@ from realtime.services.auth_callbacks import auth_callback_set
 from realtime.services.changes import ChangeInput, live_updates_record
 from realtime.services.tenants import TenantCredentials
 from tests.callbacks import CallbackServer, allow, deny, readme_verifier
+from tests.realtime.test_socket_clients import change_row
+from tests.realtime_clients import ClientFactory, client_factory
 from tests.wire import Socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,6 +38,12 @@ def shop() -> Iterator[CallbackServer]:
     server = CallbackServer()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def clients() -> Iterator[ClientFactory]:
+    with client_factory() as open_client:
+        yield open_client
 
 
 @pytest.fixture
@@ -358,3 +366,36 @@ def test_set_auth_callback_prints_the_secret_once(tenant, shop, capsys):
     )
     call_command("set_auth_callback", "--tenant", slug, "--remove")
     assert not AuthCallback.objects.filter(tenant=tenant.tenant).exists()
+
+
+@pytest.mark.parametrize("kind", ["python", "realtime-js-v2", "supabase-js"])
+def test_real_clients_get_what_the_callbacks_claims_allow(
+    kind, tenant, shop, clients, herald_server
+):
+    # Outside a browser there are no cookies: this shop answers for the
+    # socket all the same, as one that identifies by network might.
+    configure(tenant, shop)
+    shop.answer = MEMBER
+    client = clients(kind, herald_server, apikey=tenant.publishable_key)
+    client.subscribe("shop", ORDERS)
+    publish(tenant, 3, 1, 3, 2, 3)
+    client.change(lambda e: change_row(e).get("site_id") == 1)
+    client.change(lambda e: change_row(e).get("site_id") == 2)
+    client.assert_no(
+        lambda e: e["event"] == "postgres_changes" and change_row(e)["site_id"] == 3,
+        wait=0.5,
+    )
+    assert shop.calls[0].body["type"] == "connect" and shop.calls[0].signature_ok
+
+
+@pytest.mark.parametrize("kind", ["python", "supabase-js"])
+def test_real_clients_hear_why_the_callback_refused(
+    kind, tenant, shop, clients, herald_server
+):
+    configure(tenant, shop)
+    shop.answer = deny("not signed in")
+    client = clients(kind, herald_server, apikey=tenant.publishable_key)
+    status = client.subscribe("shop", ORDERS, expect="CHANNEL_ERROR")
+    assert "The authorization callback denied access: not signed in" in str(
+        status["error"]
+    )
