@@ -197,19 +197,34 @@ class TrustedIssuerAdmin(admin.ModelAdmin):
             trusted_issuer_remove(issuer=issuer, actor=staff_actor(request))
 
 
+class AuthCallbackForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = AuthCallback
+        fields = ["tenant", "url", "on_join", "timeout", "default_ttl", "max_ttl"]
+
+
 @admin.register(AuthCallback)
 class AuthCallbackAdmin(admin.ModelAdmin):
-    """The secret is never shown here: it is made on save and printed by
-    `set_auth_callback` (which can rotate it)."""
+    """The signing secret is made when the callback is added and shown in
+    that one message; never again (`set_auth_callback --rotate-secret`)."""
 
-    fields = ["tenant", "url", "on_join", "timeout", "default_ttl", "max_ttl"]
+    form = AuthCallbackForm
     list_display = ["tenant", "url", "on_join", "timeout", "max_ttl"]
     search_fields = ["url", "tenant__slug"]
 
     def save_model(
         self, request: HttpRequest, obj: AuthCallback, form: Any, change: bool
     ) -> None:
+        fresh = not obj.secret
         auth_callback_save(callback=obj, actor=staff_actor(request))
+        if fresh:
+            self.message_user(
+                request,
+                f"Signing secret (shown once, copy it now): {obj.secret}",
+                level=messages.WARNING,
+            )
 
     def delete_model(self, request: HttpRequest, obj: AuthCallback) -> None:
         auth_callback_remove(callback=obj, actor=staff_actor(request))

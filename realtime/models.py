@@ -4,6 +4,7 @@ from django.core.validators import (
     MaxValueValidator,
     MinValueValidator,
     RegexValidator,
+    URLValidator,
 )
 from django.db import models
 from django.db.models import Q
@@ -379,7 +380,11 @@ class AuthCallback(models.Model):
     tenant = models.OneToOneField(
         Tenant, on_delete=models.CASCADE, related_name="auth_callback"
     )
-    url = models.URLField(max_length=500, help_text="http(s) URL Herald POSTs to.")
+    url = models.URLField(
+        max_length=500,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="http(s) URL Herald POSTs to.",
+    )
     secret = models.CharField(max_length=128, editable=False)
     on_join = models.BooleanField(
         default=False, help_text="Also ask on each join of a private channel."

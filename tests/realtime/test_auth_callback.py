@@ -399,3 +399,20 @@ def test_real_clients_hear_why_the_callback_refused(
     assert "The authorization callback denied access: not signed in" in str(
         status["error"]
     )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--url", "ftp://shop.example.com/auth"],
+        ["--url", "not a url"],
+        ["--url", "https://shop.example.com/auth", "--timeout", "30"],
+        ["--url", "https://shop.example.com/auth", "--max-ttl", "0"],
+    ],
+)
+def test_set_auth_callback_refuses_bad_settings(tenant, options):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError):
+        call_command("set_auth_callback", "--tenant", tenant.tenant.slug, *options)
+    assert not AuthCallback.objects.exists()
