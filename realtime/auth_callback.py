@@ -159,10 +159,12 @@ def request_body(config: CallbackConfig, slug: str, request: CallbackRequest) ->
 _cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
 
-def _cache_key(config: CallbackConfig, request: CallbackRequest) -> str:
+def _cache_key(config: CallbackConfig, request: CallbackRequest, key_id: int) -> str:
+    # The key too: the principal keeps it, and revoking it closes its sockets.
     material = orjson.dumps(
         [
             config.tenant_id,
+            key_id,
             config.url,
             request.kind,
             request.topic,
@@ -220,7 +222,7 @@ async def callback_principal(
     key (a revoked key still closes the socket). Raises CallbackRefused.
     """
     _bound_inputs(request)
-    key = _cache_key(config, request)
+    key = _cache_key(config, request, base.key_id or 0)
     cached = _cached(key)
     if cached is not None:
         return replace(cached, tenant=tenant)
