@@ -416,3 +416,43 @@ def test_set_auth_callback_refuses_bad_settings(tenant, options):
     with pytest.raises(CommandError):
         call_command("set_auth_callback", "--tenant", tenant.tenant.slug, *options)
     assert not AuthCallback.objects.exists()
+
+
+def test_channel_policies_see_the_callbacks_claims(tenant, shop, browser):
+    from realtime.services.policies import channel_policy_add
+
+    configure(tenant, shop)  # asked on connect only
+    channel_policy_add(
+        tenant=tenant.tenant, pattern="site:{site}", role="authenticated"
+    )
+    shop.answer = allow(sub="u1", role="authenticated", claims={"site": 2})
+    socket = browser(tenant)
+    assert socket.join("site:2", private=True)["payload"]["status"] == "ok"
+    refused = socket.join("site:3", private=True)
+    assert reason(refused) == (
+        "Unauthorized: You do not have permissions to read from this Channel topic: "
+        "site:3"
+    )
+    assert [c.body["type"] for c in shop.calls] == ["connect"]
+
+
+def test_the_per_user_limit_counts_the_callbacks_sub(tenant, shop, browser):
+    tenant.tenant.max_connections_per_user = 1
+    tenant.tenant.save()
+    configure(tenant, shop)
+
+    def by_cookie(asked: dict[str, Any]) -> tuple[int, bytes]:
+        sub = asked["cookies"]["sessionid"]
+        return allow(sub=sub, role="authenticated", claims={"site_ids": [1]})(asked)
+
+    shop.answer = by_cookie
+    ann = browser(tenant, headers={"Cookie": "sessionid=ann"})
+    assert ann.join("room")["payload"]["status"] == "ok"
+    again = browser(tenant, headers={"Cookie": "sessionid=ann"})
+    frame = again.recv_until(lambda f: f["event"] == "phx_reply")
+    assert frame["topic"] == "phoenix"
+    assert frame["payload"]["response"]["reason"] == (
+        "ConnectionRateLimitReached: Too many connections for this user"
+    )
+    bob = browser(tenant, headers={"Cookie": "sessionid=bob"})
+    assert bob.join("room")["payload"]["status"] == "ok"
