@@ -456,3 +456,25 @@ def test_the_per_user_limit_counts_the_callbacks_sub(tenant, shop, browser):
     )
     bob = browser(tenant, headers={"Cookie": "sessionid=bob"})
     assert bob.join("room")["payload"]["status"] == "ok"
+
+
+def test_oversized_cookies_are_refused_without_asking(tenant, shop, browser):
+    configure(tenant, shop)
+    shop.answer = MEMBER
+    socket = browser(tenant, headers={"Cookie": "sessionid=" + "x" * 9000})
+    refused = socket.join("shop", bindings=ORDERS)
+    assert reason(refused) == (
+        "Unauthorized: The cookies sent are over 8192 bytes; "
+        "the authorization callback was not asked"
+    )
+    assert shop.calls == []
+
+
+def test_the_connect_query_token_is_passed_on(tenant, shop, browser):
+    configure(tenant, shop)
+    shop.answer = MEMBER
+    socket = browser(tenant, headers={}, query="&access_token=opaque-session-token")
+    assert socket.join("shop", bindings=ORDERS)["payload"]["status"] == "ok"
+    (call,) = shop.calls
+    assert call.body["token"] == "opaque-session-token"
+    assert call.body["cookies"] == {}
