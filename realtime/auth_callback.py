@@ -281,7 +281,8 @@ async def _ask(config: CallbackConfig, slug: str, request: CallbackRequest) -> b
                         f"{response.status_code}"
                     )
                 return await _bounded_body(response)
-    except TimeoutError as exc:
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        # Whichever deadline fires first, asyncio's or one of httpx's own.
         raise CallbackRefused(
             f"The authorization callback did not answer within {config.timeout:g} s"
         ) from exc
