@@ -64,6 +64,12 @@ clean:
 bench-retention: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.retention $(BENCH_ARGS)
 
+# --- Broadcast replay: storing private broadcasts, replaying joins, a feed's backlog --
+
+.PHONY: bench-replay
+bench-replay: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.replay $(BENCH_ARGS)
+
 # --- Benchmark: Herald's fan-out, best case against the naive Channels design, a ----
 # --- realistic workload (own tokens, row policy, filters) and REST (benchmarks/) ----
 # BENCH_ARGS picks workloads, e.g. BENCH_ARGS="--workloads realistic --subscribers 300"
@@ -92,6 +98,14 @@ soak: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 
 bench-joins: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.joins $(BENCH_ARGS)
+
+# --- What capture costs a writer: each write shape with and without the triggers ---
+# --- (PostgreSQL durable and fsync off, then SQLite); BENCH_ARGS="--repeat 5" -------
+
+.PHONY: bench-capture-cost
+
+bench-capture-cost: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.capture_cost $(BENCH_ARGS)
 
 # --- Identity: RS256/ES256 issuer tokens against HS256 per join; membership
 # --- against equality row policies per delivery (issue 15), in one run ---------

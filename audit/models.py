@@ -11,6 +11,8 @@ class EventType(models.IntegerChoices):
     TENANT_CREATED = 101, "tenant created"
     TENANT_SUSPENDED = 102, "tenant suspended"
     TENANT_RESUMED = 103, "tenant resumed"
+    TENANT_UPDATED = 104, "tenant updated"
+    JWT_SECRET_ROTATED = 105, "JWT secret rotated"
     # 200: keys
     KEY_CREATED = 201, "key created"
     KEY_REVOKED = 202, "key revoked"
@@ -43,6 +45,8 @@ class EventType(models.IntegerChoices):
     ISSUER_ADDED = 901, "issuer added"
     ISSUER_CHANGED = 902, "issuer changed"
     ISSUER_REMOVED = 903, "issuer removed"
+    # 1000: the operators' tenant API (its writes are recorded as above)
+    OPERATOR_CALL = 1001, "operator API call"
 
 
 class ActivityLog(models.Model):

@@ -248,7 +248,7 @@ function bySite(subs) {
 }
 
 function validate(sub, text, n) {
-  // The first delivery of each socket is checked against SPEC §5 in full.
+  // The first delivery of each socket is checked against docs/protocol.md §5 in full.
   let why = null;
   if (SIO) return validateSio(sub, text, n);
   try {

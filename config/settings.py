@@ -223,7 +223,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Publishing, catch-up, durable subscriptions, tokens and Supabase's REST "
         "broadcast. Every request carries `apikey: <key or token>` and optionally "
-        '`Authorization: Bearer <token>`. Errors are `{"error", "message"}`.'
+        '`Authorization: Bearer <token>`. Errors are `{"error", "message"}`. '
+        "The operators' tenant API (`/api/tenants`) takes `Authorization: Bearer "
+        "<HERALD_OPERATOR_TOKEN>` instead, and no tenant credential."
     ),
     "VERSION": "1",
     "SERVE_AUTHENTICATION": [],
@@ -232,6 +234,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ApiKeyKindEnum": "realtime.api.tenants.KEY_KINDS",
+        "CheckStateEnum": "realtime.api.tenants.CHECK_STATES",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "realtime.api.schema.add_error_responses",
@@ -300,6 +306,9 @@ HERALD_RATE_LIMITS = env_rates(
 )
 # Failed authentications per client IP before every request from it gets 429.
 HERALD_AUTH_FAILURE_RATE = os.environ.get("HERALD_AUTH_FAILURE_RATE", "30/m")
+# The operators' tenant API (/api/tenants) answers only `Authorization: Bearer`
+# with this token; unset or blank, the API is off (404), never open.
+HERALD_OPERATOR_TOKEN = os.environ.get("HERALD_OPERATOR_TOKEN", "").strip()
 # Admin login attempts (POSTs) per client IP and per user name; past either
 # the login page answers 429 without checking the password.
 HERALD_ADMIN_LOGIN_RATE_IP = os.environ.get("HERALD_ADMIN_LOGIN_RATE_IP", "10/m")

@@ -27,9 +27,11 @@ from realtime.services.auth_callbacks import (
     auth_callback_save,
 )
 from realtime.services.issuers import trusted_issuer_remove, trusted_issuer_save
+from realtime.services.policies import policy_delete, policy_save
 from realtime.services.tenants import (
     api_key_create,
     api_key_revoke,
+    tenant_private_only_set,
     tenant_resume,
     tenant_suspend,
 )
@@ -51,20 +53,44 @@ class ApiKeyInline(admin.TabularInline):
 
 
 class RowPolicyInline(admin.TabularInline):
+    # Read-only here: edits go through the policy's own page, whose saves and
+    # deletes are logged by the service.
     model = RowPolicy
-    fields = ["table", "role", "rules"]
+    fields = readonly_fields = ("table", "role", "rules")
     extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class PolicyAdmin(admin.ModelAdmin):
+    """Saves and deletes through realtime.services.policies, with activity rows."""
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any, change: bool
+    ) -> None:
+        policy_save(policy=obj, actor=staff_actor(request))
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        policy_delete(policy=obj, actor=staff_actor(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for policy in queryset:
+            policy_delete(policy=policy, actor=staff_actor(request))
 
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "is_active", "created_at"]
-    list_filter = ["is_active"]
+    list_display = ["slug", "name", "is_active", "private_only", "created_at"]
+    list_filter = ["is_active", "private_only"]
     search_fields = ["slug", "name"]
     # Suspension goes through its actions: they close the tenant's sockets.
-    readonly_fields = ["created_at", "is_active"]
+    # So is private_only: changing it closes the sockets (they hold the old value).
+    readonly_fields = ["created_at", "is_active", "private_only"]
     inlines = [ApiKeyInline, RowPolicyInline]
-    actions = ["suspend", "resume"]
+    actions = ["suspend", "resume", "private_channels_only", "public_channels_too"]
 
     @admin.action(description="Suspend: close their sockets, refuse new ones")
     def suspend(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
@@ -76,8 +102,38 @@ class TenantAdmin(admin.ModelAdmin):
         for tenant in queryset.filter(is_active=False):
             tenant_resume(tenant=tenant, actor=staff_actor(request))
 
+    @admin.action(description="Private only: refuse public channels (PrivateOnly)")
+    def private_channels_only(
+        self, request: HttpRequest, queryset: QuerySet[Tenant]
+    ) -> None:
+        for tenant in queryset.filter(private_only=False):
+            tenant_private_only_set(
+                tenant=tenant, private_only=True, actor=staff_actor(request)
+            )
+
+    @admin.action(description="Allow public channels again")
+    def public_channels_too(
+        self, request: HttpRequest, queryset: QuerySet[Tenant]
+    ) -> None:
+        for tenant in queryset.filter(private_only=True):
+            tenant_private_only_set(
+                tenant=tenant, private_only=False, actor=staff_actor(request)
+            )
+
     fieldsets = [
-        (None, {"fields": ["slug", "name", "is_active", "jwt_secret", "created_at"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "slug",
+                    "name",
+                    "is_active",
+                    "private_only",
+                    "jwt_secret",
+                    "created_at",
+                ]
+            },
+        ),
         (
             "Limits",
             {
@@ -90,6 +146,8 @@ class TenantAdmin(admin.ModelAdmin):
                     "max_presence_events_per_second",
                     "max_payload_size_kb",
                     "change_retention_hours",
+                    "broadcast_retention_hours",
+                    "change_feeds",
                     "rate_limits",
                 ]
             },
@@ -132,7 +190,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(RowPolicy)
-class RowPolicyAdmin(admin.ModelAdmin):
+class RowPolicyAdmin(PolicyAdmin):
     list_display = ["tenant", "table", "role", "rules", "created_at"]
     list_filter = ["tenant", "role"]
     search_fields = ["table", "tenant__slug"]
@@ -237,7 +295,7 @@ class AuthCallbackAdmin(admin.ModelAdmin):
 
 
 @admin.register(ChannelPolicy)
-class ChannelPolicyAdmin(admin.ModelAdmin):
+class ChannelPolicyAdmin(PolicyAdmin):
     list_display = ["tenant", "pattern", "role", "extension", "read", "write"]
     list_filter = ["tenant", "extension", "read", "write"]
     search_fields = ["pattern", "tenant__slug"]

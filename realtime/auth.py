@@ -23,9 +23,9 @@ from realtime.bounds import MAX_JSON_DEPTH, too_deep
 from realtime.issuers import issuer_matching, issuer_token_verify
 from realtime.keys import PREFIX_SHOWN, key_hash, looks_like_key
 from realtime.models import ApiKey, Tenant
+from realtime.roles import SERVICE_ROLE
 
 ALGORITHMS = ["HS256", "HS384", "HS512"]
-SERVICE_ROLE = "service_role"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,14 +219,36 @@ SHARED_TENANT_TTL = 30.0
 _shared_tenants: dict[int, tuple[float, Tenant]] = {}
 
 
+def _same_settings(a: Tenant, b: Tenant) -> bool:
+    return all(
+        getattr(a, f.attname) == getattr(b, f.attname)
+        for f in Tenant._meta.concrete_fields
+    )
+
+
 def principal_shared(principal: Principal) -> Principal:
-    """The same principal, holding this process's shared copy of its tenant."""
+    """The same principal, holding this process's shared copy of its tenant.
+
+    The principal's own copy was just read from the database: when it differs
+    from the shared one (a rotated JWT secret, new limits), it replaces it, so
+    a socket never verifies tokens against a secret that was rotated away.
+    """
     now = time.monotonic()
     entry = _shared_tenants.get(principal.tenant.pk)
-    if entry is None or now - entry[0] > SHARED_TENANT_TTL:
+    if (
+        entry is None
+        or now - entry[0] > SHARED_TENANT_TTL
+        or not _same_settings(entry[1], principal.tenant)
+    ):
         _shared_tenants[principal.tenant.pk] = (now, principal.tenant)
         return principal
     return replace(principal, tenant=entry[1])
+
+
+def shared_tenant_forget(tenant_id: int) -> None:
+    """Drop the shared copy: an order for the tenant means its row changed
+    (private_only, suspension), and new sockets must not get the old one."""
+    _shared_tenants.pop(tenant_id, None)
 
 
 def principal_resolve(*, apikey: str | None, bearer: str | None = None) -> Principal:

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 
 from realtime import errors
-from realtime.bindings import Binding, binding_matches
+from realtime.bindings import Binding, binding_matches, project_change
 from realtime.models import LiveUpdate, RowPolicy, Tenant
 from realtime.row_policy import (
     SERVICE_ROLE,
@@ -140,7 +140,7 @@ def _as_seen(
         ):
             return None
         if reader.role == SERVICE_ROLE:
-            return update
+            return _selected(update, binding)
         if update.table not in policies:
             policies[update.table] = row_policy_rules(
                 tenant_id=reader.tenant_id, table=update.table
@@ -152,9 +152,28 @@ def _as_seen(
             role=reader.role, policies=rules, row=row, claims=reader.claims
         ):
             return None
-        return _old_row_as_seen(update, reader=reader, rules=rules)
+        return _selected(_old_row_as_seen(update, reader=reader, rules=rules), binding)
 
     return seen
+
+
+def _selected(update: LiveUpdate, binding: Binding | None) -> LiveUpdate:
+    """The change cut to the binding's `select` columns, as the sockets cut it
+    (after the filter and the row policy have seen the whole row)."""
+    if binding is None or binding.select is None:
+        return update
+    shaped = project_change(
+        {
+            "record": update.record,
+            "old_record": update.old_record,
+            "columns": update.columns,
+        },
+        binding.select,
+    )
+    cut = copy.copy(update)  # never saved: the log row stays whole
+    cut.record, cut.old_record = shaped["record"], shaped["old_record"]
+    cut.columns = shaped["columns"]
+    return cut
 
 
 def _old_row_as_seen(update: LiveUpdate, *, reader: Reader, rules: Rules) -> LiveUpdate:

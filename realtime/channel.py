@@ -1,4 +1,4 @@
-"""A joined channel's state and the join payload's config (SPEC §4.1)."""
+"""A joined channel's state and the join payload's config (docs/protocol.md §4)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from realtime.auth import Principal
 from realtime.channel_policy import ChannelRule
 from realtime.hub import Member, TopicMember
+from realtime.presence import PresenceWindow
 from realtime.protocol import SYSTEM, Message, push
 
 TOPIC_PREFIX = "realtime:"
@@ -81,6 +82,8 @@ class JoinedChannel:
     member: Member | None = None
     # What this channel tracks, with its phx_ref; None when not tracking.
     presence_meta: dict[str, Any] | None = None
+    # Its presence calls, against Supabase's per-channel client limit.
+    presence_calls: PresenceWindow = field(default_factory=PresenceWindow)
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-SERVICE_ROLE = "service_role"
+from realtime.roles import SERVICE_ROLE
+
 Action = Literal["read", "write"]
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}|\*")
 

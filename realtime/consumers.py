@@ -23,7 +23,12 @@ from audit.models import EventType
 from realtime import errors, metrics
 from realtime.auth import Principal, principal_shared
 from realtime.batched import batched
-from realtime.bindings import join_reply_entries, parse_bindings
+from realtime.bindings import (
+    join_reply_entries,
+    parse_bindings,
+    select_checked,
+    selected_tables,
+)
 from realtime.bounds import (
     MAX_BINDINGS_PER_JOIN,
     MAX_FRAME_DEPTH,
@@ -38,7 +43,7 @@ from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
 from realtime.channel_policy import ChannelRule, channel_allowed
 from realtime.client_ip import scope_client_ip
 from realtime.db import best_effort, in_db
-from realtime.fastsend import overfull, protocol_of, tcp_transport_of
+from realtime.fastsend import close_frame, overfull, protocol_of, tcp_transport_of
 from realtime.guards import CLOSE_LIMIT, GuardsMixin, LimitReached
 from realtime.hub import Member, TopicMember, hub
 from realtime.issuers import issuer_keys_warm
@@ -59,7 +64,15 @@ from realtime.protocol import (
     error_frame,
     reply,
 )
-from realtime.selectors import channel_rules
+from realtime.replay import (
+    ReplayGate,
+    UnableToReplay,
+    change_feed_table,
+    replay_request,
+    replication_ready_asked,
+)
+from realtime.replay_join import feed_binding, replay_load, replay_send
+from realtime.selectors import channel_rules, tracked_columns
 from realtime.services.sockets import (
     connections_close,
     connections_open,
@@ -83,6 +96,9 @@ CLOSE_FAILED = 1011
 TOO_MANY_MESSAGES = "Too many messages per second"
 # Supabase's fallback reason for a channel that failed.
 CHANNEL_FAILED = "Unknown Error on Channel"
+
+# Token-expiry tasks in flight, held so the loop cannot collect them early.
+EXPIRING: set[asyncio.Task[None]] = set()
 
 
 async def released(what: str, step: Awaitable[Any]) -> None:
@@ -163,6 +179,19 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
             await hub().register(self)
             metrics.CONNECTIONS.labels(self.principal.tenant.slug).inc()
 
+    async def close(
+        self, code: int | bool | None = None, reason: str | None = None
+    ) -> None:
+        # Codes autobahn will not send itself (1011, 1012) go out directly.
+        if (
+            isinstance(code, int)
+            and not isinstance(code, bool)
+            and not _application_code(code)
+            and close_frame(self.base_send, code)
+        ):
+            return
+        await super().close(code=code, reason=reason)
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Whatever a handler does, the socket lets go of all it holds.
 
@@ -198,6 +227,11 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
                     principal=self.principal, ip=self.ip, code=code
                 ),
             )
+
+    async def shut_down(self, code: int) -> None:
+        """The process is stopping (realtime.shutdown): close, then release all."""
+        await released("the socket", self.close(code=code))
+        await self.disconnect(code)
 
     def _count_failure(self) -> None:
         principal = getattr(self, "principal", None)
@@ -373,6 +407,8 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
         token = self.callback_join_token(join_token(message.payload))
         config = JoinConfig.parse(message.payload)
         join_bounds_check(config)
+        if self.principal.tenant.private_only and not config.private:
+            raise PrivateOnly()
         principal = await self._principal_for(token, message.topic)
         sub_topic = message.topic[len(TOPIC_PREFIX) :]
         rules: list[ChannelRule] = []
@@ -389,6 +425,13 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
                     "You do not have permissions to read from this Channel topic: "
                     + sub_topic
                 )
+        # Refused here, before anything is held (Supabase's wording).
+        replay_request(
+            message.payload,
+            private=config.private,
+            may_read=can_read[0],
+            sub_topic=sub_topic,
+        )
         if len(self.channels) >= principal.tenant.max_channels_per_client:
             raise ChannelLimit()
         refusal = await self.hold_user(principal)
@@ -414,7 +457,7 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
                 presence_enabled=config.presence_enabled,
                 transport=self.transport,
             ),
-            presence_key=config.presence_key or str(uuid.uuid1()),
+            presence_key=config.presence_key or str(uuid.uuid4()),
             rules=rules,
         )
 
@@ -422,12 +465,47 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
         # Held from here on: whatever fails below, `_forget` lets go of it all.
         self.channels[channel.topic] = channel
         bindings, problems = parse_bindings(channel.config.postgres_changes)
+        if tables := selected_tables(bindings):
+            known = await in_db(tracked_columns, tables=tables)
+            bindings, unknown = select_checked(bindings, known)
+            problems += unknown
         valid = tuple(b for b in bindings if b.error is None)
+        # A change feed's changes are its broadcasts: only for broadcast readers.
+        feed = change_feed_table(
+            channel.sub_topic,
+            enabled=channel.principal.tenant.change_feeds
+            and channel.member_of_topic.read_broadcast,
+            private=channel.config.private,
+        )
+        request = replay_request(
+            message.payload,
+            private=channel.config.private,
+            may_read=channel.member_of_topic.read_broadcast,
+            sub_topic=channel.sub_topic,
+        )
+        gate = None
+        if request is not None or feed is not None:
+            # Live frames wait until the replay is written (realtime/replay.py).
+            gate = ReplayGate(self.base_send)
+            channel.member_of_topic.send = gate
+        if feed is not None:
+            channel.member = Member(
+                # Through the gate, never written to the transport directly
+                # (fastsend): no transport, no protocol.
+                send=gate or self.base_send,
+                codec=self.codec,
+                topic=channel.topic,
+                bindings=(feed_binding(feed),),
+                principal=channel.principal,
+                feed=True,
+            )
+            await hub().add(channel.member)
+            bindings, problems, valid = [], [], ()
         if valid:
             channel.member = Member(
-                send=self.base_send,
-                protocol=protocol_of(self.base_send),
-                transport=self.transport,
+                send=gate or self.base_send,
+                protocol=None if gate else protocol_of(self.base_send),
+                transport=None if gate else self.transport,
                 codec=self.codec,
                 topic=channel.topic,
                 bindings=valid,
@@ -456,9 +534,32 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
         channel.member_of_topic.subscription_id = channel.subscription_id
         if channel.member is not None:
             channel.member.subscription_id = channel.subscription_id
+        if gate is not None:
+            try:
+                backlog = await replay_load(channel, request, table=feed)
+            except UnableToReplay as exc:
+                await self._forget(channel)
+                await self.reply(message, "error", {"reason": exc.reason})
+                return
         metrics.JOINS.labels(channel.principal.tenant.slug).inc()
         self._schedule_expiry(channel)
         await self.reply(message, "ok", {"postgres_changes": entries})
+        if replication_ready_asked(message.payload):
+            # The relay reads the database itself: replication is there once
+            # the join is (Supabase's answer when its replication connects).
+            await self.send_message(
+                channel.system(
+                    status="ok",
+                    message="Replication connection established",
+                    extension="system",
+                )
+            )
+        if gate is not None:
+            try:
+                await replay_send(channel, backlog, gate, self._send_text)
+            except UnableToReplay as exc:
+                await self.shut(channel, exc.reason)
+                return
         if channel.member_of_topic.presence_enabled:
             await self.push_presence_state(channel)
         for problem in problems:
@@ -475,6 +576,9 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
                     extension="postgres_changes",
                 )
             )
+
+    async def _send_text(self, text: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": text})
 
     async def on_leave(self, message: Message) -> None:
         await self.reply(message, "ok", {})
@@ -586,7 +690,8 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
             return
         if channel.config.private:
             can_read = read_rights(channel.rules, principal, channel.sub_topic)
-            if not any(can_read):
+            feed = channel.member is not None and channel.member.feed
+            if not any(can_read) or (feed and not can_read[0]):
                 await self.shut(
                     channel,
                     "You no longer have permission to read from this Channel topic: "
@@ -606,8 +711,15 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
             return
         delay = max(0.0, channel.principal.exp - time.time())
         channel.expiry = asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.create_task(self._expire(channel))
+            delay, self._expire_soon, channel
         )
+
+    def _expire_soon(self, channel: JoinedChannel) -> None:
+        # The loop keeps only a weak reference to a task: one nobody holds can
+        # be collected before it runs, and the expired channel would stay open.
+        task = asyncio.create_task(self._expire(channel))
+        EXPIRING.add(task)
+        task.add_done_callback(EXPIRING.discard)
 
     async def _expire(self, channel: JoinedChannel) -> None:
         if self.channels.get(channel.topic) is channel and (
@@ -641,8 +753,22 @@ def join_bounds_check(config: JoinConfig) -> None:
         )
 
 
+def _application_code(code: int) -> bool:
+    """A close code autobahn's sendClose accepts (1000, or 3000-4999)."""
+    return code == 1000 or 3000 <= code <= 4999
+
+
 class ChannelLimit(errors.HeraldError):
     status_code = 429
     code = "too_many_channels"
     reason_code = "ChannelRateLimitReached"
     default_message = "Too many channels"
+
+
+class PrivateOnly(errors.HeraldError):
+    """The tenant's `private_only` is on and the join is of a public channel."""
+
+    status_code = 403
+    code = "private_only"
+    reason_code = "PrivateOnly"
+    default_message = "This project only allows private channels"

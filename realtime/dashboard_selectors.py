@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from django.db.models import Count
+from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
 
 from audit.models import ActivityLog, EventType
+from realtime.health import layer_ok
 from realtime.limits import connections_now, deliveries_last_minute
-from realtime.models import Tenant
-from subscriptions.models import Subscription
+from realtime.models import LiveUpdate, Tenant
+from subscriptions.models import DurableSubscription, Subscription
 
 # What the dashboard counts as a refusal: a client that was turned away.
 REFUSAL_EVENTS = (
@@ -52,16 +53,22 @@ class Snapshot(TypedDict):
     activity: list[ActivityRow]
 
 
-def _refusals(*, since: datetime) -> dict[int | None, int]:
+def _refusals(
+    *, since: datetime, tenant: Tenant | None = None
+) -> dict[int | None, int]:
     """Refusals per tenant id since then (None: no tenant, e.g. an unknown key)."""
-    rows = (
-        ActivityLog.objects.filter(event_type__in=REFUSAL_EVENTS, created_at__gte=since)
-        .order_by()
+    rows = ActivityLog.objects.filter(
+        event_type__in=REFUSAL_EVENTS, created_at__gte=since
+    )
+    if tenant is not None:
+        rows = rows.filter(tenant=tenant)
+    counts = (
+        rows.order_by()
         .values("tenant_id")
         .annotate(count=Count("id"))
         .values_list("tenant_id", "count")
     )
-    return dict(rows)
+    return dict(counts)
 
 
 def _active_channels(*, tenant_ids: list[int]) -> dict[int, int]:
@@ -135,4 +142,54 @@ def dashboard_snapshot() -> Snapshot:
         tenants=tenant_figures(refusals=refusals),
         unattributed_refusals=refusals.get(None, 0),
         activity=activity_recent(),
+    )
+
+
+class TenantHealth(TypedDict):
+    slug: str
+    healthy: bool
+    suspended: bool
+    database: str
+    channel_layer: str
+    connections: int
+    channels: int
+    durable_subscriptions: int
+    deliveries_last_minute: int
+    refusals_last_hour: int
+    last_activity_at: datetime | None
+    last_change_at: datetime | None
+
+
+def _latest(rows: QuerySet[Any], field: str) -> datetime | None:
+    return rows.order_by().aggregate(latest=Max(field))["latest"]
+
+
+def tenant_health(*, tenant: Tenant) -> TenantHealth:
+    """One tenant's live figures and whether Herald can serve it now.
+
+    Healthy: the database and the channel layer answer and the tenant is not
+    suspended (a suspended tenant is refused by design, not broken).
+    """
+    layer_up = layer_ok()
+    since = timezone.now() - REFUSAL_WINDOW
+    return TenantHealth(
+        slug=tenant.slug,
+        healthy=layer_up and tenant.is_active,
+        suspended=not tenant.is_active,
+        # This read got the tenant from the database: it answers.
+        database="ok",
+        channel_layer="ok" if layer_up else "down",
+        connections=connections_now([tenant.pk]).get(tenant.pk, 0),
+        channels=_active_channels(tenant_ids=[tenant.pk]).get(tenant.pk, 0),
+        durable_subscriptions=DurableSubscription.objects.filter(
+            tenant=tenant, state=DurableSubscription.State.ACTIVE
+        ).count(),
+        deliveries_last_minute=deliveries_last_minute([tenant.pk]).get(tenant.pk, 0),
+        refusals_last_hour=_refusals(since=since, tenant=tenant).get(tenant.pk, 0),
+        last_activity_at=_latest(
+            ActivityLog.objects.filter(tenant=tenant), "created_at"
+        ),
+        last_change_at=_latest(
+            LiveUpdate.objects.filter(tenant=tenant), "commit_timestamp"
+        ),
     )

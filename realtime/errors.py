@@ -83,6 +83,16 @@ class IssuerKeysUnavailable(AuthError):
     default_message = "Failed to generate JWT signer: the issuer's keys are unavailable"
 
 
+class MissingOperatorToken(AuthError):
+    code = "missing_operator_token"
+    default_message = "The tenant API needs `Authorization: Bearer <operator token>`"
+
+
+class InvalidOperatorToken(AuthError):
+    code = "invalid_operator_token"
+    default_message = "Invalid operator token"
+
+
 class TenantSuspended(HeraldError):
     status_code = 403
     code = "tenant_suspended"
@@ -95,6 +105,13 @@ class Forbidden(HeraldError):
     code = "forbidden"
     reason_code = "Unauthorized"
     default_message = "This key or token may not do that"
+
+
+class OperatorOnly(Forbidden):
+    code = "operator_only"
+    default_message = (
+        "The tenant API takes the operator token, never a tenant's key or token"
+    )
 
 
 class InvalidInput(HeraldError):

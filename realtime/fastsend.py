@@ -183,3 +183,19 @@ def write(transport: Any, data: bytes) -> int:
         transport.write(data[sent:])
         return buffered(transport)
     return 0
+
+
+def close_frame(send: Send, code: int) -> bool:
+    """Send a close frame with any RFC 6455 code; False when not under daphne.
+
+    daphne closes through autobahn's `sendClose`, which accepts only 1000 and
+    3000-4999 and raises on 1011 ("internal error") or 1012 ("service
+    restart"): those closes never reached the client. autobahn's
+    `sendCloseFrame` writes the frame and starts the closing handshake the
+    same way, without that check.
+    """
+    protocol = protocol_of(send)
+    if protocol is None:
+        return False
+    protocol.sendCloseFrame(code=code, isReply=False)
+    return True

@@ -7,7 +7,8 @@ run, `_` for one character), `is.null|true|false|unknown`, `match` and `imatch`
 (regular expressions, run by RE2), `isdistinct`. Postgres casts the value to the
 column's type;
 Herald only has JSON records, so the value is read according to the type of the
-record's value instead. Pure functions, no Django (HOUSE_STYLE habit 5).
+record's value instead (docs/protocol.md §6). Pure functions, no Django, so they
+are tested without a database.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The per-tenant limits a socket is held to (SPEC §10.1), as a consumer mixin.
+"""The per-tenant limits a socket is held to (docs/protocol.md §10), as a mixin.
 
 Connections per tenant and per user and joins per second are counted across
 every process (Redis when configured); messages per second are counted per

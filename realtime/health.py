@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 LAYER_TIMEOUT = 2.0
 
 
-def _database_ok() -> bool:
+def database_ok() -> bool:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -33,7 +33,7 @@ async def _layer_round_trip() -> bool:
     return message.get("type") == "health.ping"
 
 
-def _layer_ok() -> bool:
+def layer_ok() -> bool:
     try:
         return async_to_sync(_layer_round_trip)()
     except Exception:
@@ -42,7 +42,7 @@ def _layer_ok() -> bool:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _database_ok(), "channel_layer": _layer_ok()}
+    checks = {"database": database_ok(), "channel_layer": layer_ok()}
     healthy = all(checks.values())
     return JsonResponse(
         {"status": "ok" if healthy else "unavailable"}

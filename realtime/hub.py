@@ -34,8 +34,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime import metrics
-from realtime.auth import Principal
-from realtime.bindings import Binding, binding_matches
+from realtime.auth import Principal, shared_tenant_forget
+from realtime.bindings import Binding, binding_matches, project_change
 from realtime.db import in_db
 from realtime.errors import DatabaseUnavailable
 from realtime.fanout_index import AudienceIndex
@@ -90,6 +90,8 @@ class Socket(Protocol):
 
     async def obey(self, order: dict[str, Any]) -> None: ...
 
+    async def shut_down(self, code: int) -> None: ...
+
 
 # Claims that differ between two tokens of the same user and never decide a
 # row policy; leaving them out lets such sockets share an audience.
@@ -127,6 +129,8 @@ class Member:
     # daphne's protocol behind `send` and its TCP transport (fastsend).
     protocol: Any = None
     transport: Any = None
+    # A change feed (realtime/replay.py): changes go out as broadcasts.
+    feed: bool = False
 
     @property
     def tenant_id(self) -> int:
@@ -149,6 +153,7 @@ class Member:
             self.codec.vsn,
             self.topic,
             self.bindings,
+            self.feed,
             self.principal.role,
             # decoded: orjson's bytes keep a 4 KB buffer each (per audience).
             orjson.dumps(claims, option=orjson.OPT_SORT_KEYS).decode(),
@@ -187,6 +192,7 @@ class Audience:
     bindings: tuple[Binding, ...]
     principal: Principal
     members: dict[int, Member] = field(default_factory=dict)
+    feed: bool = False
     # claims_key of the principal per set of claim names the policies read:
     # a list claim's canonical set is built once, not once per change.
     claims_keys: dict[frozenset[str], tuple[Any, ...]] = field(default_factory=dict)
@@ -208,16 +214,23 @@ class ChangeContext:
     matches: dict[Binding, bool] = field(default_factory=dict)
     # (role, relevant claim values) → (may see the change, may see its old row)
     visible: dict[Any, tuple[bool, bool]] = field(default_factory=dict)
-    frames: dict[tuple[str, str, tuple[int, ...], bool], Frame] = field(
-        default_factory=dict
-    )
+    frames: dict[
+        tuple[str, str, tuple[int, ...], bool, frozenset[str] | None, bool], Frame
+    ] = field(default_factory=dict)
     # role → the claim names its policies read
     claim_names: dict[str, frozenset[str]] = field(default_factory=dict)
-    # `data_json` with the old row cut to its id; built for the first who needs it.
-    redacted_json: bytes | None = None
+    # `data_json` with the old row cut to its id, and shaped to a `select`;
+    # built for the first who needs each.
+    shaped_json: dict[tuple[bool, frozenset[str] | None], bytes] = field(
+        default_factory=dict
+    )
 
-    def matching_ids(self, bindings: Iterable[Binding]) -> tuple[int, ...]:
-        ids = []
+    def matching_ids(
+        self, bindings: Iterable[Binding]
+    ) -> list[tuple[frozenset[str] | None, tuple[int, ...]]]:
+        """The ids of the bindings the change matches, grouped by their
+        `select`: each group is sent its own frame, shaped to its columns."""
+        groups: dict[frozenset[str] | None, list[int]] = {}
         for binding in bindings:
             hit = self.matches.get(binding)
             if hit is None:
@@ -229,8 +242,8 @@ class ChangeContext:
                     old_record=self.old_record,
                 )
             if hit:
-                ids.append(binding.id)
-        return tuple(ids)
+                groups.setdefault(binding.select, []).append(binding.id)
+        return [(select, tuple(ids)) for select, ids in groups.items()]
 
     def sight(self, audience: Audience) -> tuple[bool, bool]:
         """Whether the audience may see the change, and its old row whole."""
@@ -263,26 +276,46 @@ class ChangeContext:
         )
 
     def frame(
-        self, codec: Codec, topic: str, ids: tuple[int, ...], *, redacted: bool
+        self,
+        codec: Codec,
+        topic: str,
+        ids: tuple[int, ...],
+        *,
+        redacted: bool,
+        select: frozenset[str] | None = None,
+        feed: bool = False,
     ) -> Frame:
-        key = (codec.vsn, topic, ids, redacted)
+        key = (codec.vsn, topic, ids, redacted, select, feed)
         found = self.frames.get(key)
         if found is None:
-            data_json = self._redacted_json() if redacted else self.data_json
-            payload = b'{"ids":' + orjson.dumps(ids) + b',"data":' + data_json + b"}"
-            found = self.frames[key] = Frame(
-                codec.encode_raw(
-                    topic=topic, event=POSTGRES_CHANGES, payload_json=payload
+            data_json = self._shaped_json(redacted, select)
+            if feed:  # a change feed's broadcast, its cursor as meta.id
+                payload = feed_payload(self.change, data_json, self.data["seq"])
+                event = BROADCAST
+            else:
+                payload = (
+                    b'{"ids":' + orjson.dumps(ids) + b',"data":' + data_json + b"}"
                 )
+                event = POSTGRES_CHANGES
+            found = self.frames[key] = Frame(
+                codec.encode_raw(topic=topic, event=event, payload_json=payload)
             )
         return found
 
-    def _redacted_json(self) -> bytes:
-        if self.redacted_json is None:
-            self.redacted_json = orjson.dumps(
-                {**self.data, "old_record": redacted_old_record(self.old_record)}
+    def _shaped_json(self, redacted: bool, select: frozenset[str] | None) -> bytes:
+        """The change's data as one class of subscriber sees it: the policy
+        has seen the whole row; what is cut here is only what is sent."""
+        if not redacted and select is None:
+            return self.data_json
+        found = self.shaped_json.get((redacted, select))
+        if found is None:
+            data = self.data
+            if redacted:
+                data = {**data, "old_record": redacted_old_record(self.old_record)}
+            found = self.shaped_json[redacted, select] = orjson.dumps(
+                project_change(data, select)
             )
-        return self.redacted_json
+        return found
 
 
 class PolicyCache:
@@ -373,7 +406,11 @@ class Hub:
             audience = audiences.get(key)
             if audience is None:
                 audience = audiences[key] = Audience(
-                    member.codec, member.topic, member.bindings, member.principal
+                    member.codec,
+                    member.topic,
+                    member.bindings,
+                    member.principal,
+                    feed=member.feed,
                 )
                 self.indexes[group].add(audience)
             audience.members[id(member)] = member
@@ -660,6 +697,8 @@ class Hub:
         elif kind == PRESENCE_TYPE:
             await self.dispatch_presence(message)
         elif kind == CONTROL_TYPE:
+            if message.get("tenant") is not None:
+                shared_tenant_forget(message["tenant"])
             for socket in list(self.sockets.values()):
                 if socket.matches(message):
                     await socket.obey(message)
@@ -773,19 +812,22 @@ class Hub:
         """The changes an audience may see, into the outbox for its sockets."""
         frames = []
         for context in contexts:
-            ids = context.matching_ids(audience.bindings)
-            if not ids:
+            groups = context.matching_ids(audience.bindings)
+            if not groups:
                 continue
             seen, whole_old_row = context.sight(audience)
             if seen:
-                frames.append(
+                frames += [
                     context.frame(
                         audience.codec,
                         audience.topic,
                         ids,
                         redacted=not whole_old_row,
+                        select=select,
+                        feed=audience.feed,
                     )
-                )
+                    for select, ids in groups
+                ]
         if not frames:
             return 0
         members = audience.members.values()
@@ -793,6 +835,24 @@ class Hub:
         for member in members:
             member.delivered += len(frames)
         return len(members) * len(frames)
+
+
+def feed_payload(
+    change: str, data_json: bytes, seq: int, *, replayed: bool = False
+) -> bytes:
+    """A change as a change feed's broadcast: `meta.id` is its cursor (a
+    string, as the clients type it: Supabase's ids are UUIDs)."""
+    meta = b'{"replayed":true,"id":"' if replayed else b'{"id":"'
+    return (
+        b'{"type":"broadcast","event":'
+        + orjson.dumps(change)
+        + b',"payload":'
+        + data_json
+        + b',"meta":'
+        + meta
+        + str(int(seq)).encode()
+        + b'"}}'
+    )
 
 
 def release_memory() -> None:

@@ -29,7 +29,7 @@ from realtime.jwks import (
     parse_static_keys,
 )
 from realtime.models import Tenant, TrustedIssuer
-from realtime.row_policy import SERVICE_ROLE
+from realtime.roles import SERVICE_ROLE
 
 MAX_EXP = 2**63 - 1
 # Keys without a kid are tried in turn (static PEM keys); a cap on the work.

@@ -64,6 +64,8 @@ R = TypeVar("R")
 # The event loop sync code sends to a Redis layer on: (pid, loop).
 _sender: tuple[int, asyncio.AbstractEventLoop] | None = None
 _sender_lock = threading.Lock()
+# Seconds a sync caller waits for one layer send (its retries included).
+SYNC_SEND_TIMEOUT = 10.0
 
 
 def _sender_loop() -> asyncio.AbstractEventLoop:
@@ -97,7 +99,12 @@ def layer_sync(
             future = asyncio.run_coroutine_threadsafe(
                 fn(*args, **kwargs), _sender_loop()
             )
-            return future.result()
+            try:
+                return future.result(timeout=SYNC_SEND_TIMEOUT)
+            except TimeoutError:
+                # A hung Redis must not hold a request thread for ever.
+                future.cancel()
+                raise
     return async_to_sync(fn)(*args, **kwargs)
 
 

@@ -16,6 +16,7 @@ Step = tuple[str, Callable[[], int]]
 
 def steps() -> list[Step]:
     # Imported here: the steps live in apps that import this one.
+    from realtime.capture.skipped import skipped_check
     from realtime.services.retention import (
         activity_expire,
         changes_expire,
@@ -30,6 +31,7 @@ def steps() -> list[Step]:
         ("retention", changes_expire),
         ("activity", activity_expire),
         ("messages", messages_expire),
+        ("skipped", skipped_check),
     ]
 
 

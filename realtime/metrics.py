@@ -13,6 +13,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     Counter,
     Gauge,
     Histogram,
@@ -20,6 +21,7 @@ from prometheus_client import (
 )
 
 from realtime.api.errors import error_json
+from realtime.capture.skipped import SkippedRowsCollector
 from realtime.client_ip import is_loopback, request_client_ip
 
 CONNECTIONS = Gauge(
@@ -56,6 +58,9 @@ DELIVERY_LATENCY = Histogram(
     "From a change's commit to its frames written to every local socket",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+# Read from the database at scrape time: the triggers count, not this process.
+REGISTRY.register(SkippedRowsCollector())
 
 
 def refusal_kind(reason: str) -> str:

@@ -34,6 +34,11 @@ class Tenant(models.Model):
         default=True, help_text="Off: sockets are closed and new ones refused."
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    private_only = models.BooleanField(
+        default=False,
+        help_text="On: joins of public channels are refused (PrivateOnly), as "
+        "Supabase's tenant flag of the same name.",
+    )
 
     # Limits; the defaults follow Supabase Realtime's.
     max_concurrent_users = models.PositiveIntegerField(default=200)
@@ -45,6 +50,19 @@ class Tenant(models.Model):
     max_payload_size_kb = models.PositiveIntegerField(default=3000)
     change_retention_hours = models.PositiveIntegerField(
         default=24 * 7, help_text="How long changes stay available for catch-up."
+    )
+    broadcast_retention_hours = models.PositiveIntegerField(
+        default=72,
+        db_default=72,
+        help_text="How long broadcasts to private topics stay available for "
+        "replay (as Supabase: 72 hours).",
+    )
+    change_feeds = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="On: the private topic `changes:<table>` carries the table's "
+        "changes as broadcasts whose meta.id is the change's cursor (README, "
+        "Resume cursor).",
     )
     rate_limits = models.JSONField(
         default=dict,
@@ -291,6 +309,9 @@ class HeraldMessage(models.Model):
     payload = models.JSONField(null=True, blank=True)
     private = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(default=timezone.now, db_default=Now())
+    # Stored for replay by Herald after it sent the broadcast itself (REST or
+    # socket): the relay does not send it again.
+    sent_live = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         db_table = "herald_messages"
@@ -298,6 +319,10 @@ class HeraldMessage(models.Model):
         indexes = [
             models.Index(fields=["tenant_slug", "id"], name="herald_messages_cursor"),
             models.Index(fields=["created_at"], name="herald_messages_created"),
+            models.Index(
+                fields=["tenant_slug", "topic", "created_at"],
+                name="herald_messages_replay",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -25,6 +26,55 @@ SWEEP_PERIOD = 5.0
 LEAVE_BOUND = NODE_TTL + SWEEP_PERIOD
 
 Entry = dict[str, Any]
+
+# Supabase's per-channel client limit (CLIENT_PRESENCE_MAX_CALLS and
+# CLIENT_PRESENCE_WINDOW_MS): presence calls of one joined channel in a window
+# that starts at the first call; past it the channel is shut.
+CLIENT_PRESENCE_MAX_CALLS = 5
+CLIENT_PRESENCE_WINDOW = 30.0
+CLIENT_PRESENCE_EXCEEDED = "Client presence rate limit exceeded"
+# Keys in one tracked payload, counted at every level. Supabase has no such cap
+# (only the payload size); every joiner of the topic is sent every payload in
+# its presence_state, so a payload is kept to what a status needs.
+MAX_PRESENCE_KEYS = 100
+
+
+@dataclass(slots=True)
+class PresenceWindow:
+    """One channel's presence calls in the current window (Supabase's counter:
+    a fixed window opened by the first call after the last one closed)."""
+
+    calls: int = 0
+    reset_at: float = 0.0
+
+    def allow(self, now: float) -> bool:
+        """Count one call at monotonic time `now`; False when over the limit."""
+        if self.calls == 0 or now > self.reset_at:
+            self.calls, self.reset_at = 1, now + CLIENT_PRESENCE_WINDOW
+            return True
+        if self.calls >= CLIENT_PRESENCE_MAX_CALLS:
+            return False
+        self.calls += 1
+        return True
+
+
+def too_many_keys(value: Any, limit: int = MAX_PRESENCE_KEYS) -> bool:
+    """Whether the objects in `value` hold more than `limit` keys in all.
+
+    Iterative, and it stops once past the limit: the cost is bounded by the
+    limit and the value's size, never by its depth.
+    """
+    stack, keys = [value], 0
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            keys += len(item)
+            if keys > limit:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def phx_ref() -> str:

@@ -189,7 +189,13 @@ class LogReader:
 
 def broadcast_message(tenant_id: int, message: HeraldMessage) -> dict[str, Any]:
     """The layer message a REST broadcast of this row would have sent."""
-    body = {"type": "broadcast", "event": message.event, "payload": message.payload}
+    body: dict[str, Any] = {
+        "type": "broadcast",
+        "event": message.event,
+        "payload": message.payload,
+    }
+    if message.private:  # stored for replay: its id travels (realtime/replay.py)
+        body["meta"] = {"id": str(message.pk)}
     return {
         "type": BROADCAST_TYPE,
         "stream": topic_group(tenant_id, message.topic, private=message.private),
@@ -311,6 +317,10 @@ class Relay:
             or tenant_group(c.tenant_id) in local
         ]
         messages = changes_messages(due) if due else []
-        messages += [broadcast_message(t, m) for t, m in batch.messages]
+        messages += [
+            broadcast_message(t, m)
+            for t, m in batch.messages
+            if not m.sent_live  # a REST or socket broadcast Herald sent itself
+        ]
         if messages:
             await self.hub.dispatch_all(messages)

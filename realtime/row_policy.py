@@ -3,9 +3,10 @@
 A policy is a list of rules `(column, claim)`; a row is visible when some policy has
 all its rules holding (`row[column] == claims[claim]`). A membership rule
 `(column, claim, True)` holds when `row[column]` is one of the values of the list
-claim `claims[claim]`. See DESIGN.md, "Row policy".
-Pure functions, no Django (HOUSE_STYLE habit 5). A binding's filter is checked
-separately and ANDed by the caller, so a filter can only narrow what this allows.
+claim `claims[claim]`. See README, "Listening" (row policies), and
+docs/architecture.md §6. Pure functions, no Django, so they are tested without a
+database. A binding's filter is checked separately and ANDed by the caller, so a
+filter can only narrow what this allows.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from realtime.roles import SERVICE_ROLE
 
 __all__ = [
     "SERVICE_ROLE",
@@ -24,7 +27,6 @@ __all__ = [
     "row_visible",
 ]
 
-SERVICE_ROLE = "service_role"
 
 # (column, claim), or (column, claim, True) for "row[column] in claims[claim]".
 Rule = tuple[str, str] | tuple[str, str, bool]

@@ -1,4 +1,4 @@
-"""Broadcast and presence on a joined channel (SPEC §7, §8, §10.3).
+"""Broadcast and presence on a joined channel (docs/protocol.md §7, §8).
 
 A mixin of the socket consumer: what a client sends on its topic goes to the
 topic's group on the channel layer, so every process delivers it to its own
@@ -7,20 +7,31 @@ members of the topic.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 
+from realtime import errors
 from realtime.channel import JoinedChannel
 from realtime.channel_policy import channel_allowed
+from realtime.db import in_db
 from realtime.guards import GuardsMixin, LimitReached
 from realtime.hub import hub
 from realtime.layer import broadcast_send, presence_send
-from realtime.presence import diff_payload, entry_field, phx_ref, state_payload
+from realtime.presence import (
+    CLIENT_PRESENCE_EXCEEDED,
+    MAX_PRESENCE_KEYS,
+    diff_payload,
+    entry_field,
+    phx_ref,
+    state_payload,
+    too_many_keys,
+)
 from realtime.protocol import PRESENCE_STATE, Message, push
-
-# Slack over the tenant's limit, as Supabase allows for the envelope.
-PAYLOAD_SLACK = 500
+from realtime.replay import change_feed_table
+from realtime.services.broadcast import payload_limit
+from realtime.services.replay import broadcast_store
 
 
 def write_denied(channel: JoinedChannel) -> dict[str, str]:
@@ -42,7 +53,7 @@ class TopicsMixin(GuardsMixin):
         raise NotImplementedError
 
     def _payload_limit(self, channel: JoinedChannel) -> int:
-        return channel.principal.tenant.max_payload_size_kb * 1000 + PAYLOAD_SLACK
+        return payload_limit(channel.principal.tenant)
 
     def _may_write(self, channel: JoinedChannel, extension: str) -> bool:
         if not channel.config.private:
@@ -66,9 +77,14 @@ class TopicsMixin(GuardsMixin):
             return
         inner = payload.get("payload")
         raw = inner if isinstance(inner, bytes) else None
+        # Measured as realtime.services.broadcast.broadcast_size does for REST.
         body = (
             b"" if raw is not None else orjson.dumps({**payload, "type": "broadcast"})
         )
+        if self._change_feed(channel):
+            reason = "A change feed carries only its table's changes"
+            await self.reply(message, "error", {"reason": reason})
+            return
         if len(raw if raw is not None else body) > self._payload_limit(channel):
             # Supabase answers with this bare string.
             await self.reply(message, "error", "payload_size_exceeded")
@@ -76,6 +92,12 @@ class TopicsMixin(GuardsMixin):
         if not self._may_write(channel, "broadcast"):
             await self.reply(message, "error", write_denied(channel))
             return
+        if channel.config.private and raw is None:
+            try:
+                body = await self._stored(channel, payload)
+            except errors.DatabaseUnavailable as exc:
+                await self.reply(message, "error", {"reason": exc.reason})
+                return
         await broadcast_send(
             channel.room,
             topic=channel.topic,
@@ -86,11 +108,42 @@ class TopicsMixin(GuardsMixin):
         if channel.config.broadcast_ack:
             await self.reply(message, "ok", {})
 
+    @staticmethod
+    def _change_feed(channel: JoinedChannel) -> bool:
+        tenant = channel.principal.tenant
+        return channel.config.private and (
+            change_feed_table(
+                channel.sub_topic, enabled=tenant.change_feeds, private=True
+            )
+            is not None
+        )
+
+    @staticmethod
+    async def _stored(channel: JoinedChannel, payload: dict[str, Any]) -> bytes:
+        """Store a private broadcast for replay; its frame body, with `meta.id`."""
+        ident = await in_db(
+            broadcast_store,
+            tenant=channel.principal.tenant,
+            topic=channel.sub_topic,
+            event=payload["event"],
+            payload=payload.get("payload"),
+        )
+        return orjson.dumps(
+            {**payload, "type": "broadcast", "meta": {"id": str(ident)}}
+        )
+
     # --- Presence -----------------------------------------------------------------
 
     async def on_presence(self, message: Message, channel: JoinedChannel) -> None:
         payload = message.payload if isinstance(message.payload, dict) else {}
         event = str(payload.get("event", "")).lower()
+        if not channel.presence_calls.allow(time.monotonic()):
+            await self.limit_record(
+                f"ClientPresenceRateLimitReached: {CLIENT_PRESENCE_EXCEEDED}",
+                channel.topic,
+            )
+            await self.shut(channel, CLIENT_PRESENCE_EXCEEDED)
+            return
         try:
             await self.check_presence_rate(channel.principal, channel.topic)
         except LimitReached as exc:
@@ -114,6 +167,13 @@ class TopicsMixin(GuardsMixin):
             await self.reply(
                 message, "error", {"reason": "Track message size exceeded"}
             )
+            return
+        if too_many_keys(meta):
+            reason = (
+                f"Presence track payload holds at most {MAX_PRESENCE_KEYS} keys "
+                "(at every level)"
+            )
+            await self.reply(message, "error", {"reason": reason})
             return
         if not self._may_write(channel, "presence"):
             await self.reply(message, "error", write_denied(channel))

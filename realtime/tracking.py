@@ -122,8 +122,9 @@ def _after_write(
 
 
 def tracked_models_install(**kwargs: Any) -> None:
-    """post_migrate: install or refresh the triggers of every tracked model."""
-    from realtime.capture.services import model_track
+    """post_migrate: install or refresh the triggers of every tracked model,
+    and of every table tracked by command (track_table)."""
+    from realtime.capture.services import model_track, tracked_tables_refresh
 
     for spec in _registry.values():
         model_track(
@@ -132,3 +133,4 @@ def tracked_models_install(**kwargs: Any) -> None:
             tenant_kind=spec.tenant_kind,
             tenant_value=spec.tenant_value,
         )
+    tracked_tables_refresh()

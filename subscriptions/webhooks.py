@@ -54,11 +54,14 @@ def _address_refused(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-def webhook_url_check(url: str) -> None:
+def webhook_url_check(url: str) -> str:
     """Refuse a URL that is not http(s), or resolves to a private address.
 
     Loopback, private, link-local and other non-global addresses are refused
     unless HERALD_WEBHOOK_ALLOW_PRIVATE is on (tests, a receiver on the LAN).
+    Returns the address checked: a send must connect to that one, not resolve
+    the name again (a name that answers a public address to the check and a
+    private one to the connection would otherwise get through).
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -72,12 +75,28 @@ def webhook_url_check(url: str) -> None:
         raise errors.InvalidInput(
             f"webhook.url: {parts.hostname} does not resolve"
         ) from exc
-    if settings.HERALD_WEBHOOK_ALLOW_PRIVATE:
-        return
-    if any(_address_refused(str(info[4][0])) for info in infos):
+    addresses = [str(info[4][0]) for info in infos]
+    if not settings.HERALD_WEBHOOK_ALLOW_PRIVATE and any(
+        _address_refused(address) for address in addresses
+    ):
         raise errors.InvalidInput(
             "webhook.url: private, loopback and link-local addresses are refused"
         )
+    return addresses[0]
+
+
+def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], dict]:
+    """The URL to connect to `address` instead of the name, with its Host and SNI.
+
+    The certificate is still verified against the name (httpx's `sni_hostname`).
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address.split('%', 1)[0]}]" if ":" in address else address
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return parts._replace(netloc=netloc).geturl(), headers, extensions
 
 
 # --- Signing ---------------------------------------------------------------------
@@ -237,10 +256,14 @@ def _post(
 ) -> str | None:
     """Send one change; None when the receiver took it, else what went wrong."""
     try:
-        # Checked again at each send: the name may resolve elsewhere by now.
-        webhook_url_check(subscription.webhook_url)
+        # Checked again at each send (the name may resolve elsewhere by now),
+        # and sent to the address checked, not to a second resolution.
+        address = webhook_url_check(subscription.webhook_url)
+        url, host, extensions = pinned_request(subscription.webhook_url, address)
         body, headers = webhook_request(subscription, update)
-        response = client.post(subscription.webhook_url, content=body, headers=headers)
+        response = client.post(
+            url, content=body, headers={**headers, **host}, extensions=extensions
+        )
     except errors.InvalidInput as exc:
         return exc.message
     except httpx.HTTPError as exc:

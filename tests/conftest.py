@@ -191,6 +191,16 @@ def herald_server(start_server: Any) -> Any:
     return start_server()
 
 
+# The operator token of `operator_server` (its tenant API is on).
+OPERATOR_TOKEN = "test-operator-" + "t0ken" * 8
+
+
+@pytest.fixture(scope="session")
+def operator_server(start_server: Any) -> Any:
+    """A Herald server process with the tenant API on (HERALD_OPERATOR_TOKEN)."""
+    return start_server(HERALD_OPERATOR_TOKEN=OPERATOR_TOKEN)
+
+
 @pytest.fixture
 def sockets(herald_server: Any) -> Any:
     """Open raw Phoenix sockets (tests.wire.Socket) to a server; closed after.

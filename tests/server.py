@@ -82,6 +82,18 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"server not healthy:\n{self.log_path.read_text()[-3000:]}")
 
+    def restart(self) -> None:
+        """Start again on the same port (after kill or stop): clients reconnect."""
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_healthy()
+
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
         self.process.send_signal(signal.SIGKILL)

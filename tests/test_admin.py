@@ -5,7 +5,7 @@ from django.contrib.auth.models import User
 
 from audit.models import ActivityLog, EventType
 from realtime.auth import principal_from_apikey
-from realtime.models import ApiKey, AuthCallback
+from realtime.models import ApiKey, AuthCallback, ChannelPolicy, RowPolicy
 from subscriptions.models import Subscription
 from tests.wire import Socket
 
@@ -145,6 +145,96 @@ def test_tracking_a_table_starts_and_stops_from_the_admin(staff, tenant, notes_t
         (EventType.TABLE_TRACKED, "staff:ops"),
         (EventType.TABLE_UNTRACKED, "staff:ops"),
     ]
+
+
+def test_policy_edits_in_the_admin_are_logged(staff, tenant):
+    """Adding, changing and deleting policies in the admin leaves activity rows."""
+    added = staff.post(
+        "/admin/realtime/rowpolicy/add/",
+        {
+            "tenant": tenant.tenant.pk,
+            "table": "articles",
+            "role": "authenticated",
+            "rules": '[{"column": "site_id", "claim": "site_id"}]',
+        },
+    )
+    assert added.status_code == 302
+    policy = RowPolicy.objects.get(tenant=tenant.tenant, table="articles")
+    staff.post(
+        f"/admin/realtime/rowpolicy/{policy.pk}/change/",
+        {
+            "tenant": tenant.tenant.pk,
+            "table": "articles",
+            "role": "authenticated",
+            "rules": "[]",
+        },
+    )
+    policy.refresh_from_db()
+    assert policy.rules == []
+    staff.post(f"/admin/realtime/rowpolicy/{policy.pk}/delete/", {"post": "yes"})
+    assert not RowPolicy.objects.filter(pk=policy.pk).exists()
+
+    channel = ChannelPolicy.objects.create(tenant=tenant.tenant, pattern="room:*")
+    staff.post(
+        "/admin/realtime/channelpolicy/",
+        {"action": "delete_selected", "_selected_action": [channel.pk], "post": "yes"},
+    )
+    assert not ChannelPolicy.objects.filter(pk=channel.pk).exists()
+
+    logged = list(
+        ActivityLog.objects.filter(
+            event_type__in=[EventType.POLICY_CHANGED, EventType.POLICY_DELETED]
+        )
+        .order_by("pk")
+        .values_list("event_type", "target", "actor")
+    )
+    assert logged == [
+        (EventType.POLICY_CHANGED, "articles", "staff:ops"),
+        (EventType.POLICY_CHANGED, "articles", "staff:ops"),
+        (EventType.POLICY_DELETED, "articles", "staff:ops"),
+        (EventType.POLICY_DELETED, "room:*", "staff:ops"),
+    ]
+
+
+def test_row_policies_are_not_edited_inline_on_the_tenant(staff, tenant):
+    """The tenant page shows its row policies but saves none behind the service."""
+    RowPolicy.objects.create(tenant=tenant.tenant, table="articles", role="anon")
+    page = staff.get(f"/admin/realtime/tenant/{tenant.tenant.pk}/change/")
+    assert page.status_code == 200
+    assert b"articles" in page.content
+    assert b'name="row_policies-0-rules"' not in page.content
+
+
+def test_private_only_is_shown_and_switched_by_actions(staff, tenant, herald_server):
+    listing = staff.get("/admin/realtime/tenant/").content.decode()
+    assert "Private only" in listing  # the column, and its filter
+    ws = Socket(herald_server.ws_url, tenant.publishable_key)
+    ws.join("room")
+    staff.post(
+        "/admin/realtime/tenant/",
+        {"action": "private_channels_only", "_selected_action": [tenant.tenant.pk]},
+    )
+    ws.recv_until(lambda f: f["event"] == "phx_close")
+    tenant.tenant.refresh_from_db()
+    assert tenant.tenant.private_only
+    again = Socket(herald_server.ws_url, tenant.publishable_key)
+    assert again.join("room")["payload"]["response"] == {
+        "reason": "PrivateOnly: This project only allows private channels"
+    }
+    log = ActivityLog.objects.get(event_type=EventType.POLICY_CHANGED)
+    assert (log.actor, log.details) == ("staff:ops", {"private_only": True})
+    page = staff.get(f"/admin/realtime/tenant/{tenant.tenant.pk}/change/")
+    assert "Private only" in page.content.decode()
+    staff.post(
+        "/admin/realtime/tenant/",
+        {"action": "public_channels_too", "_selected_action": [tenant.tenant.pk]},
+    )
+    tenant.tenant.refresh_from_db()
+    assert not tenant.tenant.private_only
+    third = Socket(herald_server.ws_url, tenant.publishable_key)
+    assert third.join("room")["payload"]["status"] == "ok"
+    for socket in (ws, again, third):
+        socket.close()
 
 
 def test_an_auth_callback_added_in_the_admin_shows_its_secret_once(staff, tenant):

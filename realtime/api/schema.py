@@ -43,6 +43,16 @@ COMMON_ERRORS = {
     "403": "The key or token may not do this; a suspended tenant.",
     "429": "A rate limit: retry after `Retry-After` seconds.",
 }
+# The tenant API (realtime/api/tenants.py): an operator token, not a tenant's key.
+OPERATOR_PATHS = "/api/tenants"
+OPERATOR_ERRORS = {
+    "400": COMMON_ERRORS["400"] + " An unknown field.",
+    "401": "No operator token, or a wrong one.",
+    "403": "A tenant's key or token instead of the operator token.",
+    "404": "HERALD_OPERATOR_TOKEN is unset (the API is off), or no such tenant or key.",
+    "429": "Too many failed authentications from this address: retry after "
+    "`Retry-After` seconds.",
+}
 BODY_ERRORS = {
     "413": "A body over HERALD_MAX_BODY_BYTES.",
     "415": "A body that is not application/json.",
@@ -74,6 +84,19 @@ class PrincipalAuthenticationScheme(OpenApiAuthenticationExtension):
         }
 
 
+class OperatorAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "realtime.api.operator.OperatorAuthentication"
+    name = "operatorToken"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The operator token, HERALD_OPERATOR_TOKEN. Unset, "
+            "the tenant API answers 404.",
+        }
+
+
 def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -101,10 +124,11 @@ def _one_or_many(operation: dict[str, Any]) -> None:
 
 def _document_errors(path: str, method: str, operation: dict[str, Any]) -> None:
     responses = operation.setdefault("responses", {})
-    errors = dict(COMMON_ERRORS)
+    operator = path.startswith(OPERATOR_PATHS)
+    errors = dict(OPERATOR_ERRORS if operator else COMMON_ERRORS)
     if method in ("post", "put", "patch"):
         errors |= BODY_ERRORS
-    if "{" in path:
+    if "{" in path and not operator:
         errors["404"] = "No such resource of yours."
     for status, description in errors.items():
         responses.setdefault(status, _error(description))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -10,7 +11,7 @@ from django.db import connection, models, transaction
 from audit.models import EventType
 from audit.services import activity_record
 from realtime import errors
-from realtime.capture import sql
+from realtime.capture import postgres, sql
 from realtime.columns import columns_for_model
 from realtime.models import Tenant, TrackedTable
 from realtime.validators import is_identifier
@@ -37,10 +38,45 @@ def _column_names(db_table: str) -> set[str]:
     return {c.name for c in description}
 
 
+def _primary_key(db_table: str) -> str | None:
+    """The table's primary key column, when it has exactly one."""
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_primary_key_columns(cursor, db_table)
+    return found[0] if found and len(found) == 1 else None
+
+
+def _with_catalog_columns(spec: sql.Spec) -> sql.Spec:
+    """The spec with the table's columns as PostgreSQL names their types."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.attname, ty.typname FROM pg_attribute a "
+            "JOIN pg_type ty ON ty.oid = a.atttypid WHERE a.attrelid = %s::regclass "
+            "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            [sql.quote_name(spec.db_table)],
+        )
+        columns = tuple(sql.Column(name, type_) for name, type_ in cursor.fetchall())
+    return dataclasses.replace(spec, columns=columns)
+
+
+def _signature(db_table: str) -> str:
+    """What the trigger compares with the catalog to see the table altered."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            postgres.SIGNATURE_SQL.format(relation="%s::regclass"),
+            [sql.quote_name(db_table)],
+        )
+        return cursor.fetchone()[0] or ""
+
+
 def triggers_install(spec: sql.Spec) -> None:
     """(Re)create a table's capture triggers; idempotent."""
     if connection.vendor == "postgresql":
-        statements = sql.postgres_install(spec, schema=_schema())
+        statements = postgres.postgres_install(
+            _with_catalog_columns(spec),
+            schema=_schema(),
+            pk=_primary_key(spec.db_table),
+            signature=_signature(spec.db_table),
+        )
     elif connection.vendor == "sqlite":
         statements = sql.sqlite_install(spec)
     else:
@@ -141,6 +177,24 @@ def table_track(
         )
     logger.info("Capturing changes of %s (tenant %s %s)", db_table, kind, value)
     return tracked
+
+
+def tracked_tables_refresh() -> int:
+    """Regenerate the triggers of tables tracked by command (post_migrate).
+
+    An upgrade of Herald may change the trigger's form: `migrate` brings every
+    tracked table to it. A table dropped since it was tracked is skipped and
+    logged (its row stays, so tracking resumes if it comes back).
+    """
+    existing = set(connection.introspection.table_names())
+    refreshed = 0
+    for tracked in TrackedTable.objects.filter(source=TrackedTable.Source.COMMAND):
+        if tracked.db_table not in existing:
+            logger.warning("Tracked table %s does not exist; skipped", tracked.db_table)
+            continue
+        triggers_install(_spec_of(tracked))
+        refreshed += 1
+    return refreshed
 
 
 def table_untrack(*, db_table: str, actor: str = "") -> bool:

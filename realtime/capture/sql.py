@@ -49,7 +49,7 @@ def function_name(db_table: str) -> str:
     return (PREFIX + db_table)[:63]
 
 
-def _tenant_condition(spec: Spec, ref: str) -> str:
+def tenant_condition(spec: Spec, ref: str) -> str:
     """SQL true for the tenant row the changed row belongs to."""
     if spec.tenant_kind == "fixed":
         return f"t.slug = {quote_literal(spec.tenant_value)}"
@@ -62,7 +62,7 @@ def _tenant_condition(spec: Spec, ref: str) -> str:
 # --- PostgreSQL ----------------------------------------------------------------
 
 
-def _iso(text: str) -> str:
+def iso(text: str) -> str:
     """SQL: a timestamptz given as text, as Python's isoformat() in UTC."""
     ts = f"({text})::timestamptz AT TIME ZONE 'UTC'"
     return (
@@ -72,119 +72,23 @@ def _iso(text: str) -> str:
     )
 
 
-def postgres_install(spec: Spec, *, schema: str) -> list[str]:
-    """Statements (re)creating the trigger function and the row trigger.
+# The triggers (realtime.capture.postgres): one per operation,
+# statement-level with transition tables, and a row-level one for UPDATEs
+# that cannot pair old and new rows by primary key.
+PG_TRIGGERS = ("insert", "update", "delete", "update_rows")
 
-    `schema` holds Herald's tables: the function names them in full and runs
-    with a fixed search_path, as SECURITY INVOKER (the writer's own rights).
-    """
-    herald = quote_name(schema)
-    fn = f"{herald}.{quote_name(function_name(spec.db_table))}"
-    excluded = "ARRAY[" + ",".join(quote_literal(c) for c in spec.exclude) + "]::text[]"
-    table = quote_literal(spec.table)
-    body = f"""
-DECLARE
-    tenant bigint;
-    rec jsonb;
-    old_rec jsonb;
-    cols jsonb;
-    numerics text[];
-    stamps text[];
-    col text;
-    keys int;
-    cache jsonb;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        SELECT t.id INTO tenant FROM {herald}.realtime_tenant t
-        WHERE {_tenant_condition(spec, "OLD")};
-    ELSE
-        SELECT t.id INTO tenant FROM {herald}.realtime_tenant t
-        WHERE {_tenant_condition(spec, "NEW")};
-    END IF;
-    IF tenant IS NULL THEN
-        -- No such tenant (deleted, or never created): skipped and counted,
-        -- never an error for the writer.
-        UPDATE {herald}.realtime_trackedtable
-        SET skipped = skipped + 1, last_skipped_at = clock_timestamp()
-        WHERE db_table = TG_TABLE_NAME;
-        RETURN NULL;
-    END IF;
-    -- The lock Herald's own publishes take: a tenant's cursors commit in
-    -- order, so a reader after cursor N never misses a later commit.
-    PERFORM pg_advisory_xact_lock({CURSOR_LOCK_NAMESPACE}, tenant::int4);
-    IF TG_OP <> 'INSERT' THEN old_rec := to_jsonb(OLD) - {excluded}; END IF;
-    IF TG_OP <> 'DELETE' THEN rec := to_jsonb(NEW) - {excluded}; END IF;
-    -- The columns (and which are numeric or timestamptz) come from the
-    -- catalog once per session and table, not per row (a catalog query per
-    -- row tripled the cost of a write); a column added or dropped changes
-    -- the record's key count, which reads the catalog again.
-    keys := (SELECT count(*) FROM jsonb_object_keys(coalesce(rec, old_rec)));
-    cache := NULLIF(current_setting('herald.capture_' || TG_RELID::text, true), '')
-             ::jsonb;
-    IF cache IS NULL OR (cache ->> 'k')::int <> keys THEN
-        SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type',
-                   ty.typname) ORDER BY a.attnum), '[]'::jsonb),
-               array_agg(a.attname::text) FILTER (WHERE ty.typname = 'numeric'),
-               array_agg(a.attname::text) FILTER (WHERE ty.typname = 'timestamptz')
-        INTO cols, numerics, stamps
-        FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
-        WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
-          AND NOT (a.attname::text = ANY ({excluded}));
-        PERFORM set_config('herald.capture_' || TG_RELID::text, jsonb_build_object(
-            'k', keys, 'c', cols, 'n', coalesce(to_jsonb(numerics), '[]'::jsonb),
-            's', coalesce(to_jsonb(stamps), '[]'::jsonb))::text, false);
-    ELSE
-        cols := cache -> 'c';
-        numerics := ARRAY(SELECT jsonb_array_elements_text(cache -> 'n'));
-        stamps := ARRAY(SELECT jsonb_array_elements_text(cache -> 's'));
-    END IF;
-    -- numeric travels as text ("9.50"), as Herald's Python path sends it:
-    -- a JSON number would lose its scale in most clients.
-    FOREACH col IN ARRAY coalesce(numerics, ARRAY[]::text[]) LOOP
-        IF jsonb_typeof(rec -> col) = 'number' THEN
-            rec := jsonb_set(rec, ARRAY[col], to_jsonb(rec ->> col));
-        END IF;
-        IF jsonb_typeof(old_rec -> col) = 'number' THEN
-            old_rec := jsonb_set(old_rec, ARRAY[col], to_jsonb(old_rec ->> col));
-        END IF;
-    END LOOP;
-    -- timestamptz in UTC with all six digits of microseconds (none when
-    -- zero), as Herald's Python path writes it: to_jsonb drops trailing zeros
-    -- and uses the session's time zone.
-    FOREACH col IN ARRAY coalesce(stamps, ARRAY[]::text[]) LOOP
-        IF jsonb_typeof(rec -> col) = 'string' THEN
-            rec := jsonb_set(rec, ARRAY[col], to_jsonb({_iso("(rec ->> col)")}));
-        END IF;
-        IF jsonb_typeof(old_rec -> col) = 'string' THEN
-            old_rec := jsonb_set(old_rec, ARRAY[col],
-                                 to_jsonb({_iso("(old_rec ->> col)")}));
-        END IF;
-    END LOOP;
-    INSERT INTO {herald}.realtime_liveupdate
-        (tenant_id, "table", type, record, old_record, columns, commit_timestamp)
-    VALUES (tenant, {table}, TG_OP, rec, old_rec, cols, clock_timestamp());
-    RETURN NULL;
-END
-"""
-    on = quote_name(spec.db_table)
-    trigger = quote_name(PREFIX + "row")
+
+def pg_drop_triggers(db_table: str) -> list[str]:
+    # "row" is the one row-level trigger of earlier versions.
     return [
-        f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
-        f"SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $herald${body}"
-        "$herald$",
-        f"DROP TRIGGER IF EXISTS {trigger} ON {on}",
-        f"CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE ON {on} "
-        f"FOR EACH ROW EXECUTE FUNCTION {fn}()",
+        f"DROP TRIGGER IF EXISTS {quote_name(PREFIX + name)} ON {quote_name(db_table)}"
+        for name in ("row", *PG_TRIGGERS)
     ]
 
 
 def postgres_uninstall(db_table: str, *, schema: str) -> list[str]:
     fn = f"{quote_name(schema)}.{quote_name(function_name(db_table))}"
-    return [
-        f"DROP TRIGGER IF EXISTS {quote_name(PREFIX + 'row')} ON "
-        f"{quote_name(db_table)}",
-        f"DROP FUNCTION IF EXISTS {fn}()",
-    ]
+    return [*pg_drop_triggers(db_table), f"DROP FUNCTION IF EXISTS {fn}()"]
 
 
 # --- SQLite --------------------------------------------------------------------
@@ -243,7 +147,7 @@ def sqlite_install(spec: Spec) -> list[str]:
         ref = "OLD" if op == "DELETE" else "NEW"
         record = "NULL" if op == "DELETE" else _sqlite_record(spec, "NEW")
         old = "NULL" if op == "INSERT" else _sqlite_record(spec, "OLD")
-        condition = _tenant_condition(spec, ref)
+        condition = tenant_condition(spec, ref)
         statements.append(
             f"CREATE TRIGGER {quote_name(function_name(spec.db_table) + '_' + suffix)}"
             f" AFTER {op} ON {quote_name(spec.db_table)} FOR EACH ROW BEGIN "

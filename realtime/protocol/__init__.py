@@ -1,4 +1,7 @@
-"""Supabase Realtime (Phoenix) wire protocol: pure framing, no Django (SPEC §2)."""
+"""Supabase Realtime (Phoenix) wire protocol: pure framing, no Django.
+
+The framing is described in docs/protocol.md §2.
+"""
 
 from .binary import ENCODING_JSON, ENCODING_RAW, encode_user_broadcast
 from .codec import V1, V2, Codec, V1Codec, V2Codec, codec_for_vsn

@@ -1,4 +1,7 @@
-"""vsn 2.0.0 binary frames: kind 3 in (client push), kind 4 out (SPEC §2.2)."""
+"""vsn 2.0.0 binary frames: kind 3 in (client push), kind 4 out.
+
+The layout of both is in docs/protocol.md §2.
+"""
 
 from __future__ import annotations
 
@@ -84,7 +87,7 @@ def _user_payload(raw: bytes, encoding: int) -> Any:
 
 
 def _metadata(raw: bytes) -> dict[str, Any]:
-    """RT documents metadata as a JSON-encoded map; empty means none."""
+    """Supabase Realtime documents metadata as a JSON-encoded map; empty means none."""
     if not raw:
         return {}
     meta = _json(raw, "metadata")
@@ -96,7 +99,7 @@ def _metadata(raw: bytes) -> dict[str, Any]:
 def encode_user_broadcast(
     *, topic: str, event: str, payload: bytes, encoding: int, meta: bytes = b""
 ) -> bytes:
-    """Binary kind 4, the only binary kind realtime-js decodes (SPEC §2.2)."""
+    """Binary kind 4, the only binary kind realtime-js decodes (docs/protocol.md §2)."""
     if encoding not in (ENCODING_RAW, ENCODING_JSON):
         raise ProtocolError("bad_field", f"unknown payload encoding {encoding}")
     topic_b = _field(topic.encode("utf-8"), "topic")

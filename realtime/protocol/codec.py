@@ -35,7 +35,7 @@ class Codec(Protocol):
 
 
 class V1Codec:
-    """vsn 1.0.0: one JSON object per text frame, no binary (SPEC §2.1)."""
+    """vsn 1.0.0: one JSON object per text frame, no binary (docs/protocol.md §2)."""
 
     vsn: str = "1.0.0"
     supports_binary: bool = False
@@ -97,7 +97,10 @@ class V1Codec:
 
 
 class V2Codec:
-    """vsn 2.0.0: `[join_ref, ref, topic, event, payload]`, plus binary (§2.2)."""
+    """vsn 2.0.0: `[join_ref, ref, topic, event, payload]`, plus binary.
+
+    See docs/protocol.md §2.
+    """
 
     vsn: str = "2.0.0"
     supports_binary: bool = True
@@ -181,8 +184,9 @@ _SEMVER = re.compile(
 def codec_for_vsn(vsn: str | None) -> Codec | None:
     """The codec for a `vsn` query value, or None to refuse the connection.
 
-    RT registers its serializers as "~> 1.0.0" and "~> 2.0.0": 1.0.x and 2.0.x
-    only (a pre-release of x.0.0 sorts below it, so it does not match).
+    Supabase Realtime registers its serializers as "~> 1.0.0" and "~> 2.0.0":
+    1.0.x and 2.0.x only (a pre-release of x.0.0 sorts below it, so it does not
+    match).
     A missing vsn means 1.0.0 (Phoenix socket.ex: `params["vsn"] || "1.0.0"`).
     """
     if not vsn:
@@ -239,8 +243,9 @@ def _optional_ref(value: Any, name: str) -> str | None:
 
 
 def _check_payload(payload: Any) -> None:
-    # PHXJS reads payload.status on every frame and Python's models want
-    # objects, so a non-object payload would break the client (SPEC §0.8).
+    # realtime-js's Phoenix socket reads payload.status on every frame and
+    # Python's models want objects, so a non-object payload would break the
+    # client (docs/protocol.md §2, §11).
     if not isinstance(payload, dict):
         raise ProtocolError("bad_payload", "server payloads must be JSON objects")
 

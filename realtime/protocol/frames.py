@@ -1,11 +1,14 @@
-"""The logical Phoenix message, its error type, names and builders (SPEC §2, §9)."""
+"""The logical Phoenix message, its error type, names and builders.
+
+See docs/protocol.md §2 (frames) and §9 (leave, close and errors).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-# RT's websocket `max_frame_size` (SPEC §1.2, RT endpoint.ex:21).
+# Supabase Realtime's websocket `max_frame_size` (docs/protocol.md §1).
 MAX_FRAME_BYTES = 5_000_000
 
 PHOENIX_TOPIC = "phoenix"
@@ -72,10 +75,13 @@ def push(topic: str, event: str, payload: Any, join_ref: str | None = None) -> M
 
 
 def close(topic: str, join_ref: str | None) -> Message:
-    """`phx_close`: Phoenix puts the channel's join ref in both ref fields (§9)."""
+    """`phx_close`: Phoenix puts the channel's join ref in both ref fields.
+
+    See docs/protocol.md §9.
+    """
     return Message(topic, PHX_CLOSE, {}, join_ref, join_ref)
 
 
 def error_frame(topic: str, join_ref: str | None) -> Message:
-    """`phx_error` for a crashed channel, shaped like `phx_close` (§9)."""
+    """`phx_error` for a crashed channel, shaped like `phx_close` (protocol.md §9)."""
     return Message(topic, PHX_ERROR, {}, join_ref, join_ref)

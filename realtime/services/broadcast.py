@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -13,10 +13,28 @@ from realtime import errors
 from realtime.auth import Principal
 from realtime.channel_policy import ChannelRule, channel_allowed
 from realtime.layer import broadcast_send, layer_sync, topic_group
+from realtime.models import Tenant
+from realtime.replay import change_feed_table
 from realtime.selectors import channel_rules
+from realtime.services.replay import broadcasts_store
 
 # Slack over the tenant's limit, as Supabase allows for the envelope.
 PAYLOAD_SLACK = 500
+
+
+def payload_limit(tenant: Any) -> int:
+    """Bytes a broadcast may take, measured by `broadcast_size` (socket and REST)."""
+    return int(tenant.max_payload_size_kb) * 1000 + PAYLOAD_SLACK
+
+
+def broadcast_size(event_body: dict[str, Any] | None, raw: bytes | None) -> int:
+    """A broadcast's size: its binary payload, or its JSON body with `type`,
+    `event` and `payload`, as the socket sends it on."""
+    if raw is not None:
+        return len(raw)
+    return len(orjson.dumps({**(event_body or {}), "type": "broadcast"}))
+
+
 # realtime-js needs topic and event to fit a binary frame's one-byte lengths.
 MAX_FIELD_BYTES = 255
 
@@ -52,12 +70,8 @@ def _check(message: BroadcastInput, limit: int) -> None:
         raise errors.InvalidInput("topic: longer than 246 bytes")
     if len(message.event.encode()) > MAX_FIELD_BYTES:
         raise errors.InvalidInput("event: longer than 255 bytes")
-    size = (
-        len(message.raw)
-        if message.raw is not None
-        else len(orjson.dumps(message.payload))
-    )
-    if size > limit:
+    body = {"event": message.event, "payload": message.payload}
+    if broadcast_size(body, message.raw) > limit:
         raise errors.PayloadTooLarge("Payload size exceeds tenant limit")
 
 
@@ -70,7 +84,7 @@ def broadcasts_publish(
     not refused. Returns how many were sent.
     """
     tenant = principal.tenant
-    limit = tenant.max_payload_size_kb * 1000 + PAYLOAD_SLACK
+    limit = payload_limit(tenant)
     for message in messages:
         _check(message, limit)
     rules: list[ChannelRule] = (
@@ -79,16 +93,20 @@ def broadcasts_publish(
     allowed = [
         m
         for m in messages
-        if not m.private
-        or channel_allowed(
-            rules,
-            role=principal.role,
-            claims=principal.claims,
-            topic=m.topic,
-            extension="broadcast",
-            action="write",
+        if not _change_feed(tenant, m)
+        and (
+            not m.private
+            or channel_allowed(
+                rules,
+                role=principal.role,
+                claims=principal.claims,
+                topic=m.topic,
+                extension="broadcast",
+                action="write",
+            )
         )
     ]
+    allowed = _stored(tenant, allowed)
     layer_sync(_send_all, tenant.pk, allowed)
     activity_record(
         event_type=EventType.REST_BROADCAST,
@@ -98,6 +116,32 @@ def broadcasts_publish(
         details={"sent": len(allowed), "skipped": len(messages) - len(allowed)},
     )
     return len(allowed)
+
+
+def _change_feed(tenant: Tenant, message: BroadcastInput) -> bool:
+    """A change feed carries only its table's changes (realtime/replay.py)."""
+    return message.private and (
+        change_feed_table(message.topic, enabled=tenant.change_feeds, private=True)
+        is not None
+    )
+
+
+def _stored(tenant: Tenant, messages: list[BroadcastInput]) -> list[BroadcastInput]:
+    """Store the private JSON broadcasts for replay; they carry their id as
+    `meta.id` (binary payloads are not stored)."""
+    due = [i for i, m in enumerate(messages) if m.private and m.raw is None]
+    if not due:
+        return messages
+    ids = broadcasts_store(
+        tenant=tenant,
+        messages=[
+            (messages[i].topic, messages[i].event, messages[i].payload) for i in due
+        ],
+    )
+    out = list(messages)
+    for index, ident in zip(due, ids, strict=True):
+        out[index] = replace(out[index], id=str(ident))
+    return out
 
 
 async def _send_all(tenant_id: int, messages: list[BroadcastInput]) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from audit.models import ActivityLog
@@ -61,15 +62,37 @@ def activity_expire(*, now: datetime | None = None, batch: int | None = None) ->
 
 
 def messages_expire(*, now: datetime | None = None, batch: int | None = None) -> int:
-    """Delete herald_messages past HERALD_MESSAGES_RETENTION_HOURS.
+    """Delete herald_messages past their retention.
 
-    The relays broadcast a row once it commits; it is kept a while only so a
-    relay that was down or behind can still read it.
+    The relays broadcast a row once it commits; a public one is kept
+    HERALD_MESSAGES_RETENTION_HOURS only so a relay that was down or behind
+    can still read it. A private one is kept for replay (realtime/replay.py)
+    for its tenant's `broadcast_retention_hours`, and one the relays still
+    have to send (not `sent_live`) for the longer of the two.
     """
     batch = batch or settings.HERALD_RETENTION_BATCH
-    hours = settings.HERALD_MESSAGES_RETENTION_HOURS
-    cutoff = (now or timezone.now()) - timedelta(hours=hours)
-    old = HeraldMessage.objects.filter(created_at__lt=cutoff).order_by("pk")
+    now = now or timezone.now()
+    relay_cutoff = now - timedelta(hours=settings.HERALD_MESSAGES_RETENTION_HOURS)
+    tenants = dict(Tenant.objects.values_list("slug", "broadcast_retention_hours"))
+    deleted = _delete_batches(
+        HeraldMessage.objects.filter(created_at__lt=relay_cutoff).filter(
+            Q(private=False) | ~Q(tenant_slug__in=list(tenants))
+        ),
+        batch,
+    )
+    for slug, hours in tenants.items():
+        cutoff = now - timedelta(hours=hours)
+        deleted += _delete_batches(
+            HeraldMessage.objects.filter(
+                tenant_slug=slug, private=True, created_at__lt=cutoff
+            ).filter(Q(sent_live=True) | Q(created_at__lt=relay_cutoff)),
+            batch,
+        )
+    return deleted
+
+
+def _delete_batches(rows: QuerySet[HeraldMessage], batch: int) -> int:
+    old = rows.order_by("pk")
     deleted = 0
     while ids := list(old.values_list("pk", flat=True)[:batch]):
         count, _ = HeraldMessage.objects.filter(pk__in=ids).delete()

@@ -9,7 +9,8 @@
 //
 // Commands (an optional "id" is echoed in the "done"/"error" event that ends it):
 //   {"cmd":"subscribe","topic","config"?,"postgres_changes"?:[binding...]}
-//   {"cmd":"on_broadcast","topic","event"}         (before subscribe)
+//   {"cmd":"on_broadcast","topic","event","resume"?} (before subscribe; resume:
+//                                                    keep replay.since at meta.id)
 //   {"cmd":"on_presence","topic","event":"sync|join|leave"} (before subscribe)
 //   {"cmd":"send","topic","event","payload"}         a broadcast (over REST while
 //                                                    the channel is not joined)
@@ -48,7 +49,7 @@ function errorText(err) {
 }
 
 // A library that throws inside a socket callback would kill the process (with
-// `ws`, CLIENTS.md §5.2); report it instead so the test sees what broke.
+// `ws`, docs/protocol.md §11); report it instead so the test sees what broke.
 process.on('uncaughtException', (err) => {
   emit({ event: 'exception', message: errorText(err), stack: err?.stack ?? null })
 })
@@ -123,10 +124,16 @@ const commands = {
     })
     channel.subscribe((status, err) => emit({ event: 'status', topic, status, error: errorText(err) }))
   },
-  async on_broadcast({ topic, event, config }) {
-    channelFor(topic, config).on('broadcast', { event }, (payload) =>
-      emit({ event: 'broadcast', topic, payload }),
-    )
+  async on_broadcast({ topic, event, config, resume }) {
+    // `resume`: as an app keeping its place does (README, Resume cursor), the
+    // callback moves the `replay.since` it joined with to the last `meta.id`
+    // (a string of digits; `since` is a number),
+    // so the client's own rejoin (after a reconnect) resumes from there.
+    const replay = config?.broadcast?.replay
+    channelFor(topic, config).on('broadcast', { event }, (payload) => {
+      if (resume && replay && payload?.meta?.id !== undefined) replay.since = Number(payload.meta.id)
+      emit({ event: 'broadcast', topic, payload })
+    })
   },
   async on_presence({ topic, event, config }) {
     const channel = channelFor(topic, config)

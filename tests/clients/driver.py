@@ -49,7 +49,7 @@ class LogToEvents(logging.Handler):
 
 def guarded(callback: Callable[..., None]) -> Callable[..., None]:
     # An exception escaping a callback kills the client's receive loop silently
-    # (CLIENTS.md §5.1); report it as an event instead.
+    # (docs/protocol.md §11); report it as an event instead.
     def run(*args: Any) -> None:
         try:
             callback(*args)
@@ -109,6 +109,7 @@ class Driver:
                 table=binding.get("table"),
                 schema=binding.get("schema"),
                 filter=binding.get("filter"),
+                select=binding.get("select"),
             )
 
         def on_status(status: Any, error: Exception | None) -> None:

@@ -1,7 +1,8 @@
-"""What capture costs a writer, and how long a write takes to reach a socket.
+"""How long a captured write takes to reach a socket.
 
 Not part of the suite (not test_*): run it on its own and read the printout,
-`python -m pytest tests/realtime/bench_capture.py -q -s`.
+`python -m pytest tests/realtime/bench_capture.py -q -s`. What capture costs
+the writer is `make bench-capture-cost` (benchmarks/capture_cost.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import httpx
 import psycopg
 import pytest
 
-from realtime.capture.services import triggers_uninstall
-from realtime.tracking import tracked_models_install
 from tests.conftest import current_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,44 +23,6 @@ INSERT = (
     "INSERT INTO tracked_article (tenant_id, site_id, title, published, price, "
     "tags, updated_at) "
 )
-
-
-def timed(db, sql, params=()):
-    start = time.perf_counter()
-    db.execute(sql, params)
-    return time.perf_counter() - start
-
-
-def writer_costs(tenant_id: int) -> dict[str, float]:
-    with psycopg.connect(current_database_url(), autocommit=True) as db:
-        bulk = timed(
-            db,
-            INSERT + "SELECT %s, 1, 't' || n, false, n, '[]', now() "
-            "FROM generate_series(1, 20000) n",
-            [tenant_id],
-        )
-        start = time.perf_counter()
-        for n in range(1000):
-            db.execute(
-                INSERT + "VALUES (%s, 1, 'one', false, %s, '[]', now())", [tenant_id, n]
-            )
-        single = time.perf_counter() - start
-        db.execute("DELETE FROM tracked_article")
-    return {"bulk 20k rows (s)": bulk, "1000 autocommit inserts (s)": single}
-
-
-def test_writer_cost_with_and_without_triggers(tenant):
-    with_triggers = writer_costs(tenant.tenant.pk)
-    triggers_uninstall("tracked_article")
-    try:
-        without = writer_costs(tenant.tenant.pk)
-    finally:
-        tracked_models_install()
-    for name in with_triggers:
-        print(
-            f"\n{name}: with triggers {with_triggers[name]:.3f}, "
-            f"without {without[name]:.3f}"
-        )
 
 
 def percentiles(samples: list[float]) -> str:

@@ -298,3 +298,14 @@ def test_identical_bindings_are_equal():
     a, b = parse_bindings([JS_BINDING, dict(JS_BINDING)])[0]
     assert a == b
     assert len({a, b}) == 1
+
+
+def test_unable_message_renders_params_as_supabase_does() -> None:
+    """Supabase's text names the filters and `select` (nil when absent)."""
+    params = {"event": "INSERT", "schema": "public", "table": "a b", "filter": "x=eq.1"}
+    _, errors = parse_bindings([params])
+    assert errors == [
+        "Unable to subscribe to changes with given parameters. Please check Realtime "
+        "is enabled for the given connect parameters: [event: INSERT, schema: public, "
+        'table: a b, filters: [{"x", "eq", "1", false}], select: nil]'
+    ]

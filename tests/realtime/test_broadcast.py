@@ -14,7 +14,7 @@ def is_broadcast(frame):
 
 
 def kind3(topic, event, payload: bytes, *, join_ref="1", ref="9", encoding=1):
-    """What realtime-js v2 sends for channel.send() (SPEC §2.2)."""
+    """What realtime-js v2 sends for channel.send() (docs/protocol.md §2)."""
     fields = [join_ref.encode(), ref.encode(), topic.encode(), event.encode(), b""]
     return bytes([3, *(len(f) for f in fields), encoding]) + b"".join(fields) + payload
 
@@ -206,6 +206,24 @@ def test_rest_broadcast_refuses_oversized_and_malformed(herald_server, tenant):
     missing = httpx.post(url, headers=headers, json={"messages": [{"topic": "r"}]})
     assert missing.status_code == 400 and "event" in missing.json()["message"]
     assert httpx.post(url, json={"messages": []}).status_code == 401
+
+
+def test_one_size_limit_for_socket_and_rest(herald_server, tenant, sockets):
+    """The payload fits the limit alone, not with its event: refused both ways."""
+    tenant.tenant.max_payload_size_kb = 1  # 1,000 bytes + 500 of envelope slack
+    tenant.tenant.save()
+    event, payload = "e" * 200, {"b": "x" * 1482}
+    assert len(orjson.dumps(payload)) == 1490
+    sender = sockets(tenant.publishable_key)
+    sender.join("room", broadcast={"ack": True})
+    ref = send_broadcast(sender, "room", event, payload)
+    assert sender.reply_to(ref)["payload"]["response"] == "payload_size_exceeded"
+    rest = httpx.post(
+        f"{herald_server.url}/realtime/v1/api/broadcast",
+        headers={"apikey": tenant.secret_key},
+        json={"messages": [{"topic": "room", "event": event, "payload": payload}]},
+    )
+    assert rest.status_code == 413, rest.content
 
 
 def test_lying_binary_frame_gets_an_error_and_the_socket_lives(tenant, sockets):

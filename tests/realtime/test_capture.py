@@ -13,8 +13,9 @@ import pytest
 from django.db import connection, transaction
 
 from audit.models import ActivityLog, EventType
-from realtime.capture.services import table_track, table_untrack
+from realtime.capture.services import table_track, table_untrack, triggers_uninstall
 from realtime.models import HeraldMessage, LiveUpdate, Tenant, TrackedTable
+from realtime.tracking import tracked_models_install
 from tests.conftest import current_database_url
 from tests.server import manage
 from tests.tracked.models import Article
@@ -300,3 +301,17 @@ def test_timestamps_are_recorded_as_the_python_path_writes_them(tenant):
         cursor.execute("UPDATE tracked_article SET title = 'tz'")
         cursor.execute("SET TIME ZONE 'UTC'")
     assert changes()[-1].record["updated_at"] == "2026-01-02T03:04:05.000007+00:00"
+
+
+def test_migrate_brings_a_command_tracked_table_back_to_current_triggers(tenant, jobs):
+    """An upgrade changes the triggers' form: `migrate` regenerates them."""
+    table_track(db_table="jobs", tenant_slug=tenant.tenant.slug)
+    triggers_uninstall("jobs")  # as if installed by an older Herald, then lost
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO jobs (state) VALUES ('unseen')")
+    assert changes() == []
+    tracked_models_install()  # what `migrate` runs (post_migrate)
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO jobs (state) VALUES ('seen')")
+    [change] = changes()
+    assert change.record["state"] == "seen"

@@ -1,4 +1,4 @@
-"""The management commands of DESIGN.md's external contract, run as a user would."""
+"""The management commands the README documents, run as a user would."""
 
 import json
 import subprocess

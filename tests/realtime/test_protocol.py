@@ -1,6 +1,8 @@
 """Wire framing against the frames captured from the official clients.
 
-Frames quoted verbatim come from shared/protocol/CLIENTS.md §3-§4 and SPEC.md.
+Client frames are quoted verbatim as the official clients sent them (the Python
+`realtime` client, realtime-js and supabase-js, captured on the wire); what they
+mean is in docs/protocol.md §2-§4.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from realtime.protocol import (
 
 TOPIC = "realtime:live:site-abc"
 
-# --- CLIENTS.md §3: Python (vsn 1.0.0), logs/py_normal.server.jsonl -------------------
+# --- Python `realtime` client (vsn 1.0.0), as captured --------------------------------
 
 PY_JOIN = '{"event":"phx_join","payload":{"config":{"broadcast":{"ack":false,"self":false},"presence":{"key":"","enabled":true},"private":false,"postgres_changes":[{"event":"*","schema":"public","table":"live_updates","filter":"site_id=eq.abc"}]},"access_token":"eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.sig-ANON"},"topic":"realtime:live:site-abc","ref":"1","join_ref":"1"}'  # noqa: E501
 PY_HEARTBEAT = (
@@ -47,12 +49,12 @@ PY_ACCESS_TOKEN = '{"event":"access_token","payload":{"access_token":"eyJhbGciOi
 PY_UNTRACK = '{"event":"presence","payload":{"event":"untrack","payload":{}},"topic":"realtime:live:site-abc","ref":"5","join_ref":"1"}'  # noqa: E501
 PY_LEAVE = '{"event":"phx_leave","payload":{},"topic":"realtime:live:site-abc","ref":"6","join_ref":"1"}'  # noqa: E501
 
-# realtime-js with vsn 1.0.0 (logs/js_rt_vsn1) and the JS v1 heartbeat (SPEC §3):
+# realtime-js with vsn 1.0.0 and its heartbeat (docs/protocol.md §3):
 # undefined keys are dropped, so there is no join_ref at all.
 JS_V1_BROADCAST = '{"topic":"realtime:live:site-abc","event":"broadcast","payload":{"type":"broadcast","event":"x","payload":{"from":"realtime","msg":"hello"}},"ref":"8","join_ref":"6"}'  # noqa: E501
 JS_V1_HEARTBEAT = '{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"7"}'
 
-# --- CLIENTS.md §3: realtime-js / supabase-js (vsn 2.0.0) -----------------------------
+# --- realtime-js / supabase-js (vsn 2.0.0), as captured -------------------------------
 
 JS_JOIN = '["6","6","realtime:live:site-abc","phx_join",{"config":{"broadcast":{"ack":false,"self":false},"presence":{"key":"","enabled":true},"postgres_changes":[{"event":"*","schema":"public","table":"live_updates","filter":"site_id=eq.abc"}],"private":false},"access_token":"eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYXV0aGVudGljYXRlZCJ9.sig-USER"}]'  # noqa: E501
 JS_TRACK = '["6","7","realtime:live:site-abc","presence",{"type":"presence","event":"track","payload":{"user":"js-user","online_at":"2025-01-01T00:00:00Z"}}]'  # noqa: E501
@@ -65,7 +67,7 @@ JS_BINARY_BROADCAST = bytes.fromhex(
     "0301011601000136387265616c74696d653a6c6976653a736974652d616263787b2266726f6d22"
     "3a227265616c74696d65222c226d7367223a2268656c6c6f227d"
 )
-# ArrayBuffer payload, encoding 0 (logs/js_strictness.out).
+# ArrayBuffer payload, encoding 0, as realtime-js sends it.
 JS_RAW_BROADCAST = (
     bytes.fromhex("03010116030000") + b"68" + TOPIC.encode() + b"bin" + b"\x01\x02\x03"
 )

@@ -313,7 +313,7 @@ def test_an_oversized_frame_closes_only_its_own_socket(
         socket.recv_until(lambda f: False, timeout=10)
     # A server that stops reading mid-frame may reset the connection before
     # its close frame is read; a close frame that does arrive must say why
-    # (1009, as RT's Cowboy sends), not report a crash (1011).
+    # (1009, as Supabase Realtime's Cowboy sends), not report a crash (1011).
     if closed.value.rcvd is not None:
         assert closed.value.rcvd.code == CLOSE_MESSAGE_TOO_BIG, closed.value
     assert_alive(bystander, publish(tenant, 1))

@@ -3,10 +3,12 @@
 import hashlib
 import hmac
 import re
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
+from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.models import User
@@ -246,6 +248,36 @@ def test_a_target_turned_private_is_not_sent_to(
     assert hook.attempts == 0
     row = DurableSubscription.objects.get(pk=sub["id"])
     assert row.failure_count == 1 and "private" in row.last_error
+
+
+def test_a_name_that_resolves_private_after_the_check_is_not_followed(
+    api, form_responses, receiver, webhook_settings, monkeypatch
+):
+    """DNS rebinding: public to the check, loopback to a second resolution."""
+    hook = receiver()
+    port = urlsplit(hook.url).port
+    real = socket.getaddrinfo
+    connects = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "rebind.example":
+            return real(host, port, *args, **kwargs)
+        checked = kwargs.get("proto") == socket.IPPROTO_TCP  # webhook_url_check
+        address = "93.184.216.34" if checked else "127.0.0.1"
+        if not checked:
+            connects.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    webhook_settings.HERALD_WEBHOOK_ALLOW_PRIVATE = False
+    webhook_settings.HERALD_WEBHOOK_TIMEOUT = 1
+    sub = webhook_subscribe(api, form_responses, f"http://rebind.example:{port}/hook")
+    publish(form_responses, "form_responses", id=1, supplier_id="s-1")
+    run_worker()
+    assert hook.attempts == 0
+    assert connects == []  # the client connected to the checked address
+    row = DurableSubscription.objects.get(pk=sub["id"])
+    assert row.failure_count == 1 and row.cursor == 0
 
 
 def test_two_workers_never_send_a_change_twice(

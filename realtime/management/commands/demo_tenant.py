@@ -20,9 +20,11 @@ Publish a change (secret key):
     -d '{{"site_id": 42, "event_type": "content.published",
          "collection": "posts", "item_id": 7}}'
 
-Listen from a browser or Node (publishable key):
+Listen from Node (publishable key; README, "Listening", has the Python one):
   import {{ createClient }} from '@supabase/supabase-js'
-  const supabase = createClient('{url}', '{publishable_key}')
+  import WebSocket from 'ws' // Node 20 only: browsers and Node 22+ leave this out
+  const supabase = createClient('{url}', '{publishable_key}',
+    {{ realtime: {{ transport: WebSocket }} }})
   supabase.channel('site-42')
     .on('postgres_changes', {{ event: 'INSERT', schema: 'public', table: 'live_updates',
                               filter: 'site_id=eq.42' }}, (p) => console.log(p.new))

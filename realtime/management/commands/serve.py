@@ -7,6 +7,7 @@ import daphne.server
 from daphne.cli import CommandLineInterface
 from django.core.management.base import BaseCommand, CommandParser
 
+from realtime import shutdown
 from realtime.handshake import HeadDeadlineHTTPFactory
 from realtime.protocol import MAX_FRAME_BYTES
 
@@ -60,6 +61,8 @@ class Command(BaseCommand):
         # Server.run(), with no option to pass another: replace it here, in the
         # one process that serves, so half-sent request heads are cut off.
         daphne.server.HTTPFactory = HeadDeadlineHTTPFactory
+        # Sockets close with 1012 and are released on SIGTERM, not dropped.
+        shutdown.install()
         CommandLineInterface().run(
             daphne_args(
                 host=options["host"],

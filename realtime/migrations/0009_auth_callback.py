@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('realtime', '0006_trusted_issuers_row_policy_membership'),
+        ('realtime', '0008_broadcast_replay'),
     ]
 
     operations = [
