@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +43,13 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# The modules imported below load Herald's models: Django must be set up. Its
+# settings are those of this environment, not the stack's: this process
+# touches no database itself (changes go through benchmarks/publisher.py).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import django  # noqa: E402
+
+django.setup()
 
 from benchmarks.joins import cpu_seconds, join, join_frame  # noqa: E402
 from benchmarks.processes import bench_stack, raise_fd_limit  # noqa: E402
@@ -176,32 +184,38 @@ def subscribe_frame(table: str, token: str) -> str:
     return orjson.dumps(["1", "1", f"realtime:{table}", "phx_join", payload]).decode()
 
 
-def publish(slug: str, table: str, first: int, count: int) -> None:
-    """Changes straight to the channel layer (benchmarks/publisher.py's way)."""
-    from django.utils import timezone
+class Publisher:
+    """benchmarks/publisher.py: changes straight to the channel layer (as
+    `make bench`), one line a batch, each acknowledged."""
 
-    from realtime.columns import columns_infer
-    from realtime.layer import changes_send
-    from realtime.models import LiveUpdate, Tenant
+    def __init__(self, slug: str, table: str) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - fixed arguments
+            [sys.executable, str(ROOT / "benchmarks" / "publisher.py"), slug, table],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("[]\n")  # ready (Django set up) before the clock
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "ok"
 
-    tenant = Tenant.objects.get(slug=slug)
-    batch = 20
-    for start in range(first, first + count, batch):
-        updates = []
-        for n in range(start, min(start + batch, first + count)):
-            record = {"id": n, "site_id": n % SITES}
-            updates.append(
-                LiveUpdate(
-                    pk=n + 1,
-                    tenant=tenant,
-                    table=table,
-                    type=LiveUpdate.Type.INSERT,
-                    record=record,
-                    columns=columns_infer(record),
-                    commit_timestamp=timezone.now(),
-                )
-            )
-        changes_send(updates)
+    def publish(self, first: int, count: int, batch: int = 20) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        for start in range(first, first + count, batch):
+            records = [
+                {"id": n, "site_id": n % SITES, "bench_n": n}
+                for n in range(start, min(start + batch, first + count))
+            ]
+            self.process.stdin.write(orjson.dumps(records).decode() + "\n")
+            self.process.stdin.flush()
+            assert self.process.stdout.readline().strip() == "ok"
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(10)
 
 
 async def received(ws: Any, due: int, timeout: float) -> list[int]:
@@ -225,12 +239,14 @@ async def delivery_round(
         token = tokens.make("HS256", n, site_id=site, site_ids=[site])
         assert await join(ws, subscribe_frame(table, token)), "join refused"
     due = args.changes // SITES  # changes first..first+changes, sites evenly
+    publisher = Publisher(tokens.slug, table)  # started before the clock
     cpu0, busy0, start = cpu_seconds(server.process.pid), cores_busy(), time.monotonic()
     receiving = [asyncio.create_task(received(ws, due, args.timeout)) for ws in sockets]
-    await asyncio.to_thread(publish, tokens.slug, table, first, args.changes)
+    await asyncio.to_thread(publisher.publish, first, args.changes)
     got = await asyncio.gather(*receiving)
     seconds = time.monotonic() - start
     cpu, busy = cpu_seconds(server.process.pid) - cpu0, cores_busy() - busy0
+    publisher.close()
     await closed(sockets)
     wrong = sum(
         1
@@ -241,10 +257,6 @@ async def delivery_round(
 
 
 async def measure(env: dict[str, str], tenant: dict[str, Any], args: Any) -> int:
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    django.setup()
     pairs = {"RS256": key_pair("RSA"), "ES256": key_pair("EC")}
     jwks = JwksServer(jwks_of(*pairs.values()))
     try:
