@@ -94,7 +94,8 @@ bench-peers: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 soak: $(VENV)/.installed system-deps benchmarks/node_modules/.installed
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
-# --- A reconnect storm: N sockets connect, then all join with their own tokens ---
+# --- Joins: per second on one process (round trips counted), then 10,000 clients ---
+# --- reconnecting at once to two processes; BENCH_ARGS="--phases rate --profile DIR" ---
 
 bench-joins: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.joins $(BENCH_ARGS)
@@ -106,6 +107,13 @@ bench-joins: $(VENV)/.installed system-deps
 
 bench-capture-cost: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.capture_cost $(BENCH_ARGS)
+
+# --- One change among 10,000 distinct filters vs among 100, in-process (seconds) ---
+
+.PHONY: bench-filters
+
+bench-filters: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.filters $(BENCH_ARGS)
 
 # --- Identity: RS256/ES256 issuer tokens against HS256 per join; membership
 # --- against equality row policies per delivery (issue 15), in one run ---------

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import redis as redis_py
 
 from realtime.management.commands.serve import daphne_args
@@ -265,7 +266,7 @@ def stack_env(redis: Redis, pg: Postgres) -> dict[str, str]:
 
 @contextlib.contextmanager
 def bench_stack(
-    tenant_name: str, **overrides: str
+    tenant_name: str, *, preload: str = "", **overrides: str
 ) -> Iterator[tuple[Redis, dict[str, str], dict[str, Any]]]:
     """A fresh Redis and PostgreSQL with Herald migrated and one tenant whose
     socket limits are lifted; both stopped on the way out.
@@ -273,6 +274,7 @@ def bench_stack(
     Yields (redis, env, tenant): `env` is stack_env's with `overrides`, and is
     made this process's too (benchmarks/publisher.py, started by the load
     generator, reads it); `tenant` is `create_tenant --json`'s answer.
+    `preload` names PostgreSQL libraries to load (pg_stat_statements, say).
     """
     with contextlib.ExitStack() as stack:
         redis = Redis()
@@ -280,6 +282,15 @@ def bench_stack(
         pg = Postgres()
         stack.callback(pg.stop)
         create_database(pg)
+        if preload:
+            with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+                conn.execute(
+                    psycopg.sql.SQL(
+                        "ALTER SYSTEM SET shared_preload_libraries = {}"
+                    ).format(psycopg.sql.Literal(preload))
+                )
+            pg.halt()
+            pg.start()
         env = {**stack_env(redis, pg), **overrides}
         os.environ.update(env)
         manage(env, "migrate", "--noinput")

@@ -20,7 +20,7 @@ import jwt
 
 from realtime import errors
 from realtime.bounds import MAX_JSON_DEPTH, too_deep
-from realtime.issuers import issuer_matching, issuer_token_verify
+from realtime.issuers import issuer_matching, issuer_named, issuer_token_verify
 from realtime.keys import PREFIX_SHOWN, key_hash, looks_like_key
 from realtime.models import ApiKey, Tenant
 from realtime.roles import SERVICE_ROLE
@@ -63,12 +63,80 @@ def _clean(raw: str) -> str:
     return unquote(raw.strip())
 
 
-def _key_principal(raw: str) -> Principal:
+# Seconds a process's sockets trust a key (or a tenant found by its slug)
+# they resolved, at most. A revocation or suspension reaches every process as
+# an order (realtime.layer.disconnect_send), which empties the cache at once;
+# this bounds how long a lost order is felt.
+KEY_CACHE_TTL = 10.0
+
+
+class KeyCache:
+    """Keys and tenants this process's sockets resolved lately.
+
+    A reconnect storm brings thousands of sockets with one publishable key:
+    each read the key and its tenant from the database, one by one. With the
+    cache, the first does. Only the socket path uses it, in a process whose
+    hub listens for orders (realtime.hub forgets a revoked key or suspended
+    tenant on the order); REST reads the database every time. A suspended
+    tenant's keys are never kept, so a resumed tenant is not refused for long.
+    """
+
+    def __init__(self, ttl: float = KEY_CACHE_TTL) -> None:
+        self.ttl = ttl
+        self._keys: dict[str, tuple[float, Principal]] = {}
+        self._tenants: dict[str, tuple[float, Tenant]] = {}
+
+    def key(self, digest: str) -> Principal | None:
+        return self._fresh(self._keys, digest)
+
+    def tenant(self, slug: str) -> Tenant | None:
+        return self._fresh(self._tenants, slug)
+
+    def keep_key(self, digest: str, principal: Principal) -> None:
+        if principal.tenant.is_active:
+            self._keys[digest] = (time.monotonic(), principal)
+
+    def keep_tenant(self, tenant: Tenant) -> None:
+        if tenant.is_active:
+            self._tenants[tenant.slug] = (time.monotonic(), tenant)
+
+    def forget(
+        self, *, key_id: int | None = None, tenant_id: int | None = None
+    ) -> None:
+        """A key revoked or a tenant suspended: never answer for them again."""
+        for digest, (_, found) in list(self._keys.items()):
+            if found.key_id == key_id or found.tenant.pk == tenant_id:
+                self._keys.pop(digest, None)
+        for slug, (_, tenant) in list(self._tenants.items()):
+            if tenant.pk == tenant_id:
+                self._tenants.pop(slug, None)
+
+    def _fresh(self, entries: dict[str, tuple[float, Any]], name: str) -> Any:
+        entry = entries.get(name)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[0] > self.ttl:
+            entries.pop(name, None)
+            return None
+        return entry[1]
+
+
+def _key_principal(raw: str, keys: KeyCache | None = None) -> Principal:
+    digest = key_hash(raw)
+    if keys is not None and (found := keys.key(digest)) is not None:
+        return found
+    principal = _key_principal_read(raw, digest)
+    if keys is not None:
+        keys.keep_key(digest, principal)
+    return principal
+
+
+def _key_principal_read(raw: str, digest: str) -> Principal:
     key = (
         # The tenant's callback comes along: a socket must not query for it
         # from the event loop (realtime.auth_callback.callback_config_of).
         ApiKey.objects.select_related("tenant", "tenant__auth_callback")
-        .filter(key_hash=key_hash(raw), revoked_at__isnull=True)
+        .filter(key_hash=digest, revoked_at__isnull=True)
         .first()
     )
     if key is None:
@@ -168,8 +236,16 @@ def _token_principal(tenant: Tenant, token: str) -> Principal:
             raise errors.MalformedToken(
                 f"The token's claims are not plain JSON: {problem}"
             )
-    else:
-        claims = token_claims(token, secret=tenant.jwt_secret)
+        return _claims_principal(tenant, claims)
+    return _secret_principal(tenant, token)
+
+
+def _secret_principal(tenant: Tenant, token: str) -> Principal:
+    """A token signed with the tenant's own secret."""
+    return _claims_principal(tenant, token_claims(token, secret=tenant.jwt_secret))
+
+
+def _claims_principal(tenant: Tenant, claims: dict[str, Any]) -> Principal:
     ref = claims.get("ref")
     if ref is not None and ref != tenant.slug:
         raise errors.InvalidKey("The token belongs to another tenant")
@@ -183,29 +259,65 @@ def _ensure_active(tenant: Tenant) -> None:
         raise errors.TenantSuspended()
 
 
-def principal_from_apikey(raw: str | None) -> Principal:
-    """The `apikey` alone: a key, or a JWT whose `ref` names its tenant."""
+def principal_from_apikey(
+    raw: str | None, *, keys: KeyCache | None = None
+) -> Principal:
+    """The `apikey` alone: a key, or a JWT whose `ref` names its tenant.
+
+    `keys`: a socket path's cache of what was read before (KeyCache).
+    """
     if not raw or not raw.strip():
         raise errors.MissingKey()
     raw = _clean(raw)
     if looks_like_key(raw):
-        principal = _key_principal(raw)
+        principal = _key_principal(raw, keys)
     else:
-        tenant = Tenant.objects.filter(slug=_unverified_ref(raw)).first()
-        if tenant is None:
-            raise errors.InvalidKey()
-        principal = _token_principal(tenant, raw)
+        principal = _token_principal(_tenant_named(_unverified_ref(raw), keys), raw)
     _ensure_active(principal.tenant)
     return principal
 
 
-def principal_for_tenant(tenant: Tenant, raw: str) -> Principal:
+def _tenant_named(slug: str, keys: KeyCache | None) -> Tenant:
+    tenant = keys.tenant(slug) if keys is not None else None
+    if tenant is None:
+        tenant = Tenant.objects.filter(slug=slug).first()
+        if tenant is None:
+            raise errors.InvalidKey()
+        if keys is not None:
+            keys.keep_tenant(tenant)
+    return tenant
+
+
+def principal_offline(
+    tenant: Tenant, raw: str, *, keys: KeyCache | None = None
+) -> Principal | None:
+    """`principal_for_tenant` without the database, or None where it needs it:
+    a key that is not cached, a token naming an issuer (the tenant's trusted
+    issuers are read). A token signed with the tenant's own secret is checked
+    here alone, on the event loop, with no hop to the database thread.
+    Raises as `principal_for_tenant` does."""
+    raw = _clean(raw)
+    if not raw:
+        raise errors.MalformedToken()
+    if looks_like_key(raw):
+        found = keys.key(key_hash(raw)) if keys is not None else None
+        if found is not None and found.tenant.pk != tenant.pk:
+            raise errors.InvalidKey("The key belongs to another tenant")
+        return found
+    if issuer_named(raw):
+        return None
+    return _secret_principal(tenant, raw)
+
+
+def principal_for_tenant(
+    tenant: Tenant, raw: str, *, keys: KeyCache | None = None
+) -> Principal:
     """A token (or key) presented within a tenant already known from the apikey."""
     raw = _clean(raw)
     if not raw:
         raise errors.MalformedToken()
     if looks_like_key(raw):
-        principal = _key_principal(raw)
+        principal = _key_principal(raw, keys)
         if principal.tenant.pk != tenant.pk:
             raise errors.InvalidKey("The key belongs to another tenant")
         return principal

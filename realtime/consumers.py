@@ -15,13 +15,19 @@ from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from redis.exceptions import RedisError
 
 from audit.models import EventType
 from realtime import errors, metrics
-from realtime.auth import Principal, principal_shared
+from realtime.auth import (
+    KeyCache,
+    Principal,
+    principal_offline,
+    principal_shared,
+)
 from realtime.batched import batched
 from realtime.bindings import (
     join_reply_entries,
@@ -156,7 +162,9 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
             return
         try:
             opened = await batched(connections_open)(
-                apikey=query_param(self.scope, "apikey"), ip=self.ip
+                apikey=query_param(self.scope, "apikey"),
+                ip=self.ip,
+                keys=await hub().key_cache(),
             )
         except errors.HeraldError as exc:
             logger.info("Socket refused: %s", exc.message)
@@ -200,7 +208,7 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
         (its slot, subscription rows, streams, topics and presence).
         """
         try:
-            await super().dispatch(message)
+            await self._handle(message)
         except StopConsumer:
             raise
         except Exception:
@@ -209,6 +217,18 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
             await released("the socket", self.close(code=CLOSE_FAILED))
             await self.disconnect(CLOSE_FAILED)
             raise StopConsumer() from None
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch, without its hop to the database thread before
+        every message (`aclose_old_connections`, since Channels 4.2): every
+        frame of every socket queued there, behind the batched writes, and a
+        storm's joins waited seconds for it. Herald's database calls close
+        stale connections themselves (`realtime.db.in_db`, through Channels'
+        `database_sync_to_async`)."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "released", True):
@@ -664,6 +684,10 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
     async def _principal_for(self, token: str | None, topic: str) -> Principal:
         if token is None:  # supabase-js often joins without a token
             return await self.callback_connection()
+        keys = await hub().key_cache()
+        principal = await self._principal_here(token, topic, keys)
+        if principal is not None:
+            return principal_shared(principal)
         await issuer_keys_warm(tenant=self.principal.tenant, token=token)
         principal = await in_db(
             join_principal,
@@ -671,8 +695,28 @@ class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketCo
             token=token,
             topic=topic,
             ip=self.ip,
+            keys=keys,
         )
         return principal_shared(principal)
+
+    async def _principal_here(
+        self, token: str, topic: str, keys: KeyCache | None
+    ) -> Principal | None:
+        """A token checked on the event loop (no hop to the database thread,
+        where a storm's joins would queue one by one), or None if it needs the
+        database; a refusal is still written down, as `join_principal` does."""
+        try:
+            return principal_offline(self.principal.tenant, token, keys=keys)
+        except errors.HeraldError as exc:
+            await best_effort(
+                refusal_record,
+                event_type=refusal_event(exc),
+                reason=exc.message,
+                principal=self.principal,
+                target=topic,
+                ip=self.ip,
+            )
+            raise
 
     async def on_access_token(self, message: Message, channel: JoinedChannel) -> None:
         token = self.callback_join_token(join_token(message.payload))

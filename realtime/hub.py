@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime import metrics
-from realtime.auth import Principal, shared_tenant_forget
+from realtime.auth import KeyCache, Principal, shared_tenant_forget
 from realtime.bindings import Binding, binding_matches, project_change
 from realtime.db import in_db
 from realtime.errors import DatabaseUnavailable
@@ -46,6 +46,7 @@ from realtime.layer import (
     CONTROL_GROUP,
     CONTROL_TYPE,
     PRESENCE_TYPE,
+    group_add_many,
     layer,
     node_channel,
     presence_send,
@@ -54,6 +55,7 @@ from realtime.layer import (
     tenant_group,
 )
 from realtime.limits import counters
+from realtime.pipelined import Coalesced
 from realtime.presence import (
     SWEEP_PERIOD,
     Entry,
@@ -100,6 +102,8 @@ POLICY_TTL = 5.0
 # channels-redis expires group memberships after a day, and a restarted Redis
 # forgets them at once: memberships are re-added on this period.
 MEMBERSHIP_REFRESH = 30.0
+# Memberships re-added in one Redis round trip at most.
+REJOIN_BATCH = 500
 # Heartbeats and delivery counts reach the subscription rows in batches.
 LEDGER_FLUSH = 15.0
 # Changes a socket is written at once, at most (about 300 KB of typical
@@ -348,6 +352,8 @@ class Hub:
     def __init__(self) -> None:
         self.node = f"{socket.gethostname()}:{os.getpid()}"
         self.channel: str | None = None
+        # Once it listens for orders (realtime.layer.CONTROL_GROUP).
+        self.listening = False
         self.groups: dict[str, dict[tuple[Any, ...], Audience]] = {}
         # stream group → its audiences by the values their filters require
         self.indexes: dict[str, AudienceIndex] = {}
@@ -369,6 +375,11 @@ class Hub:
         self.sockets: dict[str, Socket] = {}
         self._start_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        # First joins of streams and topics, sent to the layer together: a
+        # storm's joins of a thousand topics are one Redis round trip.
+        self.group_adds: Coalesced[str, None] = Coalesced(self._add_groups)
+        # Keys and tenants this process's sockets resolved (realtime.auth).
+        self.keys = KeyCache()
 
     async def _ensure_started(self) -> str:
         async with self._start_lock:
@@ -383,11 +394,12 @@ class Hub:
                     asyncio.create_task(self._presence_loop()),
                     asyncio.create_task(self._ledger_loop()),
                 ]
+                self.listening = True
         return self.channel
 
     async def add(self, member: Member) -> None:
         """Start delivering to a member; returns once its streams are joined."""
-        channel = await self._ensure_started()
+        await self._ensure_started()
         # A fresh join sees fresh policies.
         self.policies.forget_tenant(member.tenant_id)
         key = member.audience_key()
@@ -396,7 +408,7 @@ class Hub:
                 # Joined first, kept after: a membership the layer refused
                 # (Redis down) is never kept, so the caller's cleanup and the
                 # periodic refresh only ever see groups that were made.
-                await layer().group_add(group, channel)
+                await self.group_adds(group)
             # Looked up after the await: another first join of the same stream
             # may have made it meanwhile, with its members in it.
             audiences = self.groups.get(group)
@@ -465,6 +477,16 @@ class Hub:
         await self.counters.restore(self.node, self.local_holds)
         logger.warning("Hub %s restored its state after a Redis restart", self.node)
 
+    async def key_cache(self) -> KeyCache | None:
+        """The cache of keys, once this process listens for the orders that
+        empty it (a revoked key, a suspended tenant); None if it cannot."""
+        try:
+            await self._ensure_started()
+        except RedisError as exc:
+            logger.warning("Hub %s could not start: %s", self.node, exc)
+            return None
+        return self.keys if self.listening else None
+
     async def register(self, socket: Socket) -> None:
         await self._ensure_started()
         self.sockets[socket.connection_id] = socket
@@ -476,9 +498,9 @@ class Hub:
 
     async def join_room(self, group: str, member: TopicMember) -> None:
         """Deliver the topic's broadcasts and presence diffs to a channel."""
-        channel = await self._ensure_started()
+        await self._ensure_started()
         if group not in self.rooms:
-            await layer().group_add(group, channel)  # as in `add`: then kept
+            await self.group_adds(group)  # as in `add`: then kept
         # After the await: a concurrent first join may have made the room.
         self.rooms.setdefault(group, {})[id(member)] = member
 
@@ -542,16 +564,23 @@ class Hub:
             await asyncio.sleep(MEMBERSHIP_REFRESH)
             await self._rejoin_groups()
 
+    async def _add_groups(self, groups: list[str]) -> list[None]:
+        assert self.channel is not None
+        await group_add_many(layer(), groups, self.channel)
+        return [None] * len(groups)
+
     async def _rejoin_groups(self) -> int:
-        """Re-add every membership; one that fails does not stop the others.
-        Returns how many failed."""
+        """Re-add every membership, a batch per round trip; a batch that fails
+        does not stop the others. Returns how many memberships failed."""
         assert self.channel is not None
         failed = 0
-        for group in [CONTROL_GROUP, *self.groups, *self.rooms]:
+        groups = [CONTROL_GROUP, *self.groups, *self.rooms]
+        for start in range(0, len(groups), REJOIN_BATCH):
+            batch = groups[start : start + REJOIN_BATCH]
             try:
-                await layer().group_add(group, self.channel)
+                await group_add_many(layer(), batch, self.channel)
             except Exception:
-                failed += 1
+                failed += len(batch)
         if failed:
             logger.warning("Hub %s could not rejoin %s groups", self.node, failed)
         return failed
@@ -697,6 +726,9 @@ class Hub:
         elif kind == PRESENCE_TYPE:
             await self.dispatch_presence(message)
         elif kind == CONTROL_TYPE:
+            # A revoked key, or a suspended or changed tenant, is no longer
+            # known here: the next socket reads it from the database.
+            self.keys.forget(key_id=message.get("key"), tenant_id=message.get("tenant"))
             if message.get("tenant") is not None:
                 shared_tenant_forget(message["tenant"])
             for socket in list(self.sockets.values()):

@@ -52,6 +52,11 @@ def issuer_matching(*, tenant: Tenant, token: str) -> TrustedIssuer | None:
     return issuers.order_by("id").first()
 
 
+def issuer_named(token: str) -> bool:
+    """Does the token name an issuer (`iss`)? Unverified; raises if unreadable."""
+    return _unverified_iss(token) is not None
+
+
 async def issuer_keys_warm(*, tenant: Tenant, token: str) -> None:
     """Fetch the JWKS a token will need before it is verified (sockets).
 

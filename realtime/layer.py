@@ -160,6 +160,30 @@ async def receive_many(channel_layer: BaseChannelLayer, channel: str) -> list[An
     return messages
 
 
+async def group_add_many(
+    channel_layer: BaseChannelLayer, groups: Sequence[str], channel: str
+) -> None:
+    """`group_add` of one channel to many groups, in one Redis round trip per
+    server (channels-redis takes two per group): what each group's sorted set
+    gets is what `group_add` writes. Any other layer adds them one by one."""
+    if not isinstance(channel_layer, RedisChannelLayer):
+        for group in groups:
+            await channel_layer.group_add(group, channel)
+        return
+    by_server: dict[int, list[str]] = {}
+    for group in dict.fromkeys(groups):
+        assert channel_layer.require_valid_group_name(group), group
+        by_server.setdefault(channel_layer.consistent_hash(group), []).append(group)
+    for index, names in by_server.items():
+        connection = channel_layer.connection(index)
+        async with connection.pipeline(transaction=False) as pipe:
+            for group in names:
+                key = channel_layer._group_key(group)
+                pipe.zadd(key, {channel: time.time()})
+                pipe.expire(key, channel_layer.group_expiry)
+            await pipe.execute()
+
+
 def stream_group(tenant_id: int, table: str) -> str:
     """The group of every process with a socket bound to (tenant, table)."""
     return f"herald.t{tenant_id}.{table}"

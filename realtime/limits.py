@@ -9,14 +9,16 @@ one process counts in memory.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import defaultdict
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
-from realtime.presence import living_nodes
+from realtime.pipelined import Pipelined
+from realtime.presence import node_key
 
 logger = logging.getLogger(__name__)
 
@@ -76,28 +78,60 @@ class MemoryCounters:
         return self.rates[key, window] <= limit
 
 
+# One hold, atomically: count the socket in, then sum the counts of the
+# processes still alive (a liveness key each), dropping the dead ones' counts;
+# over the limit, the socket is counted out again. KEYS[1] is the hold's hash;
+# ARGV: this process, the limit, the liveness keys' prefix. Returns 1 if held.
+HOLD_SCRIPT = """
+local name, node, limit, prefix = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
+redis.call('HINCRBY', name, node, 1)
+local counts = redis.call('HGETALL', name)
+local total, dead = 0, {}
+for i = 1, #counts, 2 do
+  local other = counts[i]
+  if other == node or redis.call('EXISTS', prefix .. other) == 1 then
+    total = total + tonumber(counts[i + 1])
+  else
+    dead[#dead + 1] = other
+  end
+end
+for i = 1, #dead do
+  redis.call('HDEL', name, dead[i])
+end
+if total > limit then
+  redis.call('HINCRBY', name, node, -1)
+  return 0
+end
+return 1
+"""
+HOLD_SHA = hashlib.sha1(HOLD_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis's name
+
+
 class RedisCounters:
+    """The shared counters. A storm's holds, releases and rate hits share
+    pipelines (realtime/pipelined.py): one round trip and one connection for
+    all that arrive together, a hold being one script."""
+
     def __init__(self, redis: Any) -> None:
         self.redis = redis
+        self.pipelined = Pipelined(redis)
 
     async def hold(self, key: str, node: str, limit: int) -> bool:
         name = f"herald:hold:{key}"
-        await self.redis.hincrby(name, node, 1)
-        counts = {
-            k.decode(): int(v) for k, v in (await self.redis.hgetall(name)).items()
-        }
-        living = await living_nodes(self.redis, counts)
-        dead = [n for n in counts if n not in living and n != node]
-        if dead:  # a process that died holds nothing any more
-            await self.redis.hdel(name, *dead)
-        total = sum(v for n, v in counts.items() if n in living or n == node)
-        if total > limit:
-            await self.redis.hincrby(name, node, -1)
-            return False
-        return True
+        prefix = node_key("")
+
+        def step(pipe: Any) -> None:
+            pipe.evalsha(HOLD_SHA, 1, name, node, limit, prefix)
+
+        try:
+            (held,) = await self.pipelined(step)
+        except NoScriptError:  # a Redis that has not seen it (or restarted)
+            await self.redis.script_load(HOLD_SCRIPT)
+            (held,) = await self.pipelined(step)
+        return bool(held)
 
     async def release(self, key: str, node: str) -> None:
-        await self.redis.hincrby(f"herald:hold:{key}", node, -1)
+        await self.pipelined(lambda pipe: pipe.hincrby(f"herald:hold:{key}", node, -1))
 
     async def server_id(self) -> str:
         """The Redis server's run id: a new one means a restart forgot everything."""
@@ -126,10 +160,9 @@ class RedisCounters:
         """
         name = f"herald:rate:{key}:{_window()}"
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(name)
-                pipe.expire(name, 2)
-                count, _ = await pipe.execute()
+            count, _ = await self.pipelined(
+                lambda pipe: pipe.incr(name).expire(name, 2)
+            )
         except RedisError as exc:
             logger.warning("Rate %s not counted, Redis unavailable: %s", key, exc)
             return True
@@ -167,8 +200,6 @@ def connections_now(tenant_ids: list[int]) -> dict[int, int]:
         memory = _memory_counters()
         held = memory.held if memory else {}
         return {t: held.get(f"conn:{t}", 0) for t in tenant_ids}
-    from realtime.presence import node_key
-
     result = {}
     for tenant_id in tenant_ids:
         counts = {

@@ -10,7 +10,12 @@ from typing import Any
 from audit.models import ActivityLog, EventType
 from audit.services import activity_entry, activity_record
 from realtime import errors
-from realtime.auth import Principal, principal_for_tenant, principal_from_apikey
+from realtime.auth import (
+    KeyCache,
+    Principal,
+    principal_for_tenant,
+    principal_from_apikey,
+)
 from realtime.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -79,7 +84,7 @@ def connections_open(*, items: Sequence[Mapping[str, Any]]) -> list[Any]:
     results: list[Any] = []
     for item in items:
         try:
-            results.append(principal_from_apikey(item["apikey"]))
+            results.append(principal_from_apikey(item["apikey"], keys=item.get("keys")))
         except errors.HeraldError as exc:
             refusal_record(
                 event_type=refusal_event(exc), reason=exc.message, ip=item["ip"]
@@ -114,11 +119,16 @@ def connections_close(*, items: Sequence[Mapping[str, Any]]) -> list[None]:
 
 
 def join_principal(
-    *, connection: Principal, token: str, topic: str, ip: str | None
+    *,
+    connection: Principal,
+    token: str,
+    topic: str,
+    ip: str | None,
+    keys: KeyCache | None = None,
 ) -> Principal:
     """The principal of a join's own token, or its refusal, written down."""
     try:
-        return principal_for_tenant(connection.tenant, token)
+        return principal_for_tenant(connection.tenant, token, keys=keys)
     except errors.HeraldError as exc:
         refusal_record(
             event_type=refusal_event(exc),

@@ -11,13 +11,29 @@ from realtime import shutdown
 from realtime.handshake import HeadDeadlineHTTPFactory
 from realtime.protocol import MAX_FRAME_BYTES
 
+# Connections the kernel holds for daphne to accept. Twisted listens with 50:
+# in a reconnect storm the kernel dropped the SYNs past it, and each of those
+# clients waited a second or more to try again. (Linux caps it at somaxconn.)
+LISTEN_BACKLOG = 4096
+# Seconds a socket may wait for its connect to be answered (its key resolved,
+# its limits counted). daphne's 5 s refused the later sockets of a reconnect
+# storm while the first were served; a client cannot hold a socket here (its
+# request head is in, under HERALD_HANDSHAKE_TIMEOUT), only the server's queue.
+CONNECT_TIMEOUT = 60
+
+
+def listen_endpoint(host: str, port: int) -> str:
+    """daphne's `-b HOST -p PORT`, as a Twisted endpoint with our backlog."""
+    interface = host.strip("[]").replace(":", r"\:")
+    return f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}"
+
 
 def daphne_args(*, host: str, port: int, extra: list[str]) -> list[str]:
     return [
-        "-b",
-        host,
-        "-p",
-        str(port),
+        "-e",
+        listen_endpoint(host, port),
+        "--websocket_connect_timeout",
+        str(CONNECT_TIMEOUT),
         # Supabase accepts frames up to 5 MB; daphne's default is 1 MiB and it
         # drops the connection past it. daphne closes with 1009 over this.
         "--websocket-max-message-size",
