@@ -115,6 +115,14 @@ bench-capture-cost: $(VENV)/.installed system-deps
 bench-filters: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.filters $(BENCH_ARGS)
 
+# --- The relay: committed-and-delivered changes/s with 1, 8, 32 writers (one tenant, --
+# --- 32 tenants), commit->socket latency, with and without the ordering lock ---------
+
+.PHONY: bench-relay
+
+bench-relay: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.relay $(BENCH_ARGS)
+
 # --- Identity: RS256/ES256 issuer tokens against HS256 per join; membership
 # --- against equality row policies per delivery (issue 15), in one run ---------
 

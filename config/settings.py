@@ -279,6 +279,10 @@ HERALD_CATCH_UP_MAX_SCAN = env_int("HERALD_CATCH_UP_MAX_SCAN", 5000)
 # programs wait at most this long), and rows read per tenant per pass.
 HERALD_RELAY_POLL_INTERVAL = float(os.environ.get("HERALD_RELAY_POLL_INTERVAL", 0.25))
 HERALD_RELAY_BATCH = env_int("HERALD_RELAY_BATCH", 1000)
+# PostgreSQL: wake the relays by LISTEN/NOTIFY on every commit that writes the
+# change log or herald_messages (installed by `migrate`). Off: NOTIFY takes a
+# database-wide lock at commit, serializing every notifying commit.
+HERALD_RELAY_NOTIFY = env_bool("HERALD_RELAY_NOTIFY")
 # Broadcasts in herald_messages are kept this long (they are delivered on commit).
 HERALD_MESSAGES_RETENTION_HOURS = env_int("HERALD_MESSAGES_RETENTION_HOURS", 24)
 

@@ -23,6 +23,7 @@ class RealtimeConfig(AppConfig):
         from realtime.api import schema  # noqa: F401
         from realtime.client_ip import trusted_networks
         from realtime.tracking import tracked_models_install
+        from realtime.wake import notify_follow_setting
 
         # A mistyped HERALD_TRUSTED_PROXIES stops the start, not the requests.
         trusted_networks(settings.HERALD_TRUSTED_PROXIES)
@@ -31,6 +32,9 @@ class RealtimeConfig(AppConfig):
         # regenerated after every migrate (and the test database's flush).
         post_migrate.connect(
             tracked_models_install, sender=self, dispatch_uid="herald-capture"
+        )
+        post_migrate.connect(
+            notify_follow_setting, sender=self, dispatch_uid="herald-relay-notify"
         )
         post_delete.connect(
             _tenant_deleted,

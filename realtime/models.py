@@ -144,7 +144,10 @@ class LiveUpdate(models.Model):
     """One published change: the change log, and the outbox for live delivery.
 
     The id is the cursor clients catch up from. Rows are only ever appended
-    (and deleted by retention); nothing updates them after commit.
+    (and deleted by retention); nothing updates them after commit. On
+    PostgreSQL each row also records its transaction (an `xid` column the
+    model does not map, migration 0009): readers follow (xid, id) order,
+    realtime/change_log.py.
     """
 
     class Type(models.TextChoices):
@@ -300,7 +303,8 @@ class HeraldMessage(models.Model):
 
     Any transaction (a trigger, psql, another program) may insert a row, or
     call herald_send(...) on PostgreSQL; the relay (realtime/relay.py) reads
-    committed rows by id and broadcasts them as a REST broadcast would.
+    committed rows in log order (realtime/change_log.py) and broadcasts them
+    as a REST broadcast would.
     """
 
     tenant_slug = models.CharField(max_length=63)

@@ -7,18 +7,22 @@ own fan-out (realtime.hub), as the same `stream.changes` messages the layer
 carried before. A writer that dies right after its commit still reaches every
 socket: the rows are in the log.
 
-Ordering: a tenant's change ids commit in order (the per-tenant lock of
-realtime/services/changes.py, taken by capture triggers too), and so do its
-herald_messages ids (realtime/capture/messages.py). The relay keeps one cursor
-per tenant and reads "after cursor" per tenant: it never skips a commit and
-never reads a row twice, so a socket gets each change at most once, in the
-tenant's commit order. A single global cursor would skip: tenant A's id 9 may
-commit after tenant B's id 10. SQLite serializes writers, so there ids
-commit in order and one cursor suffices.
+Ordering: every reader reads the change log and herald_messages in log order
+(realtime/change_log.py): on PostgreSQL, only rows of transactions older than
+every running one (pg_snapshot_xmin), in (transaction id, row id) order; on
+SQLite, whose writers are serialized, in id order. The relay keeps one
+position per log and reads "after position" in one scan, whatever the number
+of tenants: no row can appear before a position already read, so it never
+skips a commit, never reads a row twice (a socket gets each change at most
+once) and gives each tenant's changes in the order catch-up returns them.
+No writer waits for another. The cost: a transaction that has written
+something and stays open anywhere on the server delays the delivery of every
+change committed after it began, until it ends.
 
 Waking: Herald's own writes send a hint over the channel layer once they
 commit (realtime/wake.py); anything else is found by a poll every
-HERALD_RELAY_POLL_INTERVAL seconds.
+HERALD_RELAY_POLL_INTERVAL seconds, or at once with HERALD_RELAY_NOTIFY
+(PostgreSQL LISTEN/NOTIFY; off by default, see realtime/wake.py).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import orjson
 from django.conf import settings
 from django.db import connection
 
+from realtime.change_log import HORIZON, LOG, Position, ordered_by_commit, position_of
 from realtime.db import OUTAGE
 from realtime.layer import (
     BROADCAST_TYPE,
@@ -46,6 +51,7 @@ from realtime.layer import (
     topic_group,
 )
 from realtime.models import HeraldMessage, LiveUpdate, Tenant
+from realtime.wake import NOTIFY_CHANNEL
 
 if TYPE_CHECKING:
     from realtime.hub import Hub
@@ -63,128 +69,110 @@ PRIME_TIMEOUT = 5.0
 class Batch:
     changes: list[LiveUpdate] = field(default_factory=list)
     messages: list[tuple[int, HeraldMessage]] = field(default_factory=list)
-    more: bool = False  # a tenant had more rows than one pass reads
+    more: bool = False  # the log had more rows than one pass reads
+
+
+# One scan of each log after the relay's position, below the horizon, in log
+# order (PostgreSQL): the cost of a pass does not grow with the tenants.
+CHANGES_SQL = (
+    f"SELECT u.*, u.xid::text::bigint AS log_xid FROM {LOG} u "  # noqa: S608
+    f"WHERE (u.xid, u.id) > (%s::text::xid8, %s) AND u.xid < {HORIZON} "
+    "ORDER BY u.xid, u.id LIMIT %s"
+)
+MESSAGES_SQL = (
+    "SELECT m.*, m.xid::text::bigint AS log_xid FROM herald_messages m "  # noqa: S608
+    f"WHERE (m.xid, m.id) > (%s::text::xid8, %s) AND m.xid < {HORIZON} "
+    "ORDER BY m.xid, m.id LIMIT %s"
+)
 
 
 class LogReader:
-    """Committed rows after per-tenant cursors (sync: runs in a DB thread)."""
+    """Committed rows after the relay's positions (sync: runs in a DB thread).
+
+    One position per log, for every tenant: every reader reads the logs in
+    the same order (realtime/change_log.py), so whatever precedes a position
+    has been read, and a tenant's changes come in the order catch-up gives.
+    """
 
     def __init__(self) -> None:
-        self.change_cursors: dict[int, int] = {}
-        self.message_cursors: dict[str, int] = {}
-        self.tenants: dict[str, int] = {}  # slug -> id
-        # SQLite: one cursor each (writers are serialized, ids commit in order).
-        self.change_cursor = 0
-        self.message_cursor = 0
+        self.change_position: Position = (0, 0)
+        self.message_position: Position = (0, 0)
         self.started = False
 
     def start(self) -> None:
         """Begin at the current end of the log: only later commits are live."""
-        self._refresh_tenants(initial=True)
-        if connection.vendor != "postgresql":
-            self.change_cursor = (
-                LiveUpdate.objects.order_by("-pk").values_list("pk", flat=True).first()
-                or 0
-            )
-            self.message_cursor = (
-                HeraldMessage.objects.order_by("-pk")
-                .values_list("pk", flat=True)
-                .first()
-                or 0
-            )
+        if ordered_by_commit():
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {HORIZON}::text::bigint")
+                horizon = cursor.fetchone()[0]
+            # Before every row of a transaction still running, after every other.
+            self.change_position = self.message_position = (horizon, 0)
+        else:
+            self.change_position = (0, _last_id(LiveUpdate))
+            self.message_position = (0, _last_id(HeraldMessage))
         self.started = True
-
-    def _refresh_tenants(self, *, initial: bool = False) -> None:
-        rows = Tenant.objects.values_list("id", "slug")
-        self.tenants = {slug: pk for pk, slug in rows}
-        known = set(self.change_cursors)
-        fresh = [pk for pk in self.tenants.values() if pk not in known]
-        # A tenant created after the relay started has nothing older to skip.
-        heads = self._heads(fresh) if initial else {}
-        for pk in fresh:
-            self.change_cursors[pk] = heads.get(pk, (0, 0))[0]
-        for slug, pk in self.tenants.items():
-            if slug not in self.message_cursors:
-                self.message_cursors[slug] = heads.get(pk, (0, 0))[1]
-        for pk in known - set(self.tenants.values()):
-            del self.change_cursors[pk]
-        for slug in set(self.message_cursors) - set(self.tenants):
-            del self.message_cursors[slug]
-
-    def _heads(self, tenant_ids: list[int]) -> dict[int, tuple[int, int]]:
-        changes, messages = LiveUpdate._meta.db_table, HeraldMessage._meta.db_table
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT t.id, (SELECT max(u.id) FROM {changes} u "  # noqa: S608
-                "WHERE u.tenant_id = t.id), (SELECT max(m.id) FROM "
-                f"{messages} m WHERE m.tenant_slug = t.slug) "
-                "FROM realtime_tenant t",
-            )
-            return {
-                pk: (change or 0, message or 0)
-                for pk, change, message in cursor.fetchall()
-                if pk in tenant_ids
-            }
 
     def read(self) -> Batch:
         if not self.started:
             self.start()
-        self._refresh_tenants()
         limit = settings.HERALD_RELAY_BATCH
         batch = Batch()
         batch.changes = self._read_changes(limit)
-        for change in batch.changes:
-            self.change_cursors[change.tenant_id] = change.pk
-        by_slug = self._read_messages(limit)
-        for message in by_slug:
-            self.message_cursors[message.tenant_slug] = message.pk
-            batch.messages.append((self.tenants[message.tenant_slug], message))
-        batch.more = len(batch.changes) >= limit or len(by_slug) >= limit
+        if batch.changes:
+            self.change_position = position_of(batch.changes[-1])
+        messages = self._read_messages(limit)
+        if messages:
+            self.message_position = position_of(messages[-1])
+        tenants = (
+            dict(
+                Tenant.objects.filter(
+                    slug__in={m.tenant_slug for m in messages}
+                ).values_list("slug", "id")
+            )
+            if messages
+            else {}
+        )
+        # A message naming no tenant is dropped.
+        batch.messages = [
+            (tenants[m.tenant_slug], m) for m in messages if m.tenant_slug in tenants
+        ]
+        batch.more = len(batch.changes) >= limit or len(messages) >= limit
         return batch
 
     def _read_changes(self, limit: int) -> list[LiveUpdate]:
-        if not self.change_cursors:
-            return []
-        if connection.vendor != "postgresql":
+        xid, after = self.change_position
+        if not ordered_by_commit():
             # One writer at a time: ids commit in order across tenants.
-            after = min(self.change_cursors.values())
-            rows = LiveUpdate.objects.filter(pk__gt=after).order_by("pk")[:limit]
-            return [
-                r for r in rows if r.pk > self.change_cursors.get(r.tenant_id, r.pk)
-            ]
-        tenants, cursors = zip(*self.change_cursors.items(), strict=True)
-        return list(
-            LiveUpdate.objects.raw(
-                "SELECT u.* FROM unnest(%s::bigint[], %s::bigint[]) AS c(tid, after) "  # noqa: S608
-                f"CROSS JOIN LATERAL (SELECT * FROM {LiveUpdate._meta.db_table} x "
-                "WHERE x.tenant_id = c.tid AND x.id > c.after ORDER BY x.id "
-                "LIMIT %s) u ORDER BY u.id",
-                [list(tenants), list(cursors), limit],
-            )
-        )
+            return list(LiveUpdate.objects.filter(pk__gt=after).order_by("pk")[:limit])
+        return list(LiveUpdate.objects.raw(CHANGES_SQL, [str(xid), after, limit]))
 
     def _read_messages(self, limit: int) -> list[HeraldMessage]:
-        if not self.message_cursors:
-            return []
-        if connection.vendor != "postgresql":
-            rows = list(
-                HeraldMessage.objects.filter(pk__gt=self.message_cursor).order_by("pk")[
-                    :limit
-                ]
+        xid, after = self.message_position
+        if not ordered_by_commit():
+            return list(
+                HeraldMessage.objects.filter(pk__gt=after).order_by("pk")[:limit]
             )
-            self.message_cursor = rows[-1].pk if rows else self.message_cursor
-            # A message naming no tenant is dropped, as on PostgreSQL.
-            return [m for m in rows if m.tenant_slug in self.tenants]
-        slugs, cursors = zip(*self.message_cursors.items(), strict=True)
-        return list(
-            HeraldMessage.objects.raw(
-                "SELECT m.* FROM unnest(%s::text[], %s::bigint[]) AS c(slug, after) "
-                "CROSS JOIN LATERAL (SELECT * FROM herald_messages x "
-                "WHERE x.tenant_slug = c.slug AND x.id > c.after ORDER BY x.id "
-                "LIMIT %s) m ORDER BY m.id",
-                [list(slugs), list(cursors), limit],
-            )
-        )
+        return list(HeraldMessage.objects.raw(MESSAGES_SQL, [str(xid), after, limit]))
+
+
+def _last_id(model: type[LiveUpdate] | type[HeraldMessage]) -> int:
+    return model.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def _conninfo() -> str:
+    """The default database's connection string, for a session of the relay's own."""
+    from psycopg.conninfo import make_conninfo
+
+    db = settings.DATABASES["default"]
+    params = {
+        "dbname": db.get("NAME"),
+        "user": db.get("USER"),
+        "password": db.get("PASSWORD"),
+        "host": db.get("HOST"),
+        "port": str(db["PORT"]) if db.get("PORT") else None,
+    }
+    options = {k: v for k, v in db.get("OPTIONS", {}).items() if isinstance(v, str)}
+    return make_conninfo(**{k: v for k, v in params.items() if v}, **options)
 
 
 def broadcast_message(tenant_id: int, message: HeraldMessage) -> dict[str, Any]:
@@ -254,6 +242,31 @@ class Relay:
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._run()),
         ]
+        if settings.HERALD_RELAY_NOTIFY and connection.vendor == "postgresql":
+            self._tasks.append(asyncio.create_task(self._notified()))
+
+    async def _notified(self) -> None:
+        """LISTEN for the change log's NOTIFY (HERALD_RELAY_NOTIFY, realtime/wake.py).
+
+        A session of its own, kept open; the poll covers any gap while it is
+        down, and a wake-up after reconnecting catches up at once.
+        """
+        import psycopg
+
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    _conninfo(), autocommit=True
+                ) as session:
+                    await session.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.woken.set()
+                    async for _ in session.notifies():
+                        self.woken.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("Relay could not LISTEN for commits: %r", exc)
+                await asyncio.sleep(1)
 
     async def _listen(self) -> None:
         """Turn hints on the layer into a wake-up; re-join the group now and then."""

@@ -23,7 +23,10 @@ from realtime.change_log import (
     Reader,
     changes_after,
     cursor_check,
+    cursor_later,
+    cursor_position,
     log_head,
+    position_of,
 )
 from realtime.models import Tenant
 from subscriptions.models import DurableSubscription
@@ -190,8 +193,12 @@ def _handed_out(
 ) -> DurableSubscription:
     with transaction.atomic():
         locked = DurableSubscription.objects.select_for_update().get(pk=subscription.pk)
-        if page.next_cursor > locked.cursor:
-            fresh = sum(1 for c in page.changes if c.pk > locked.cursor)
+        if cursor_later(
+            tenant_id=locked.tenant_id, cursor=page.next_cursor, than=locked.cursor
+        ):
+            # Log order, not id order (realtime/change_log.py).
+            handed = cursor_position(tenant_id=locked.tenant_id, cursor=locked.cursor)
+            fresh = sum(1 for c in page.changes if position_of(c) > handed)
             locked.cursor = page.next_cursor
             if fresh:
                 locked.delivered_count += fresh

@@ -29,7 +29,14 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from realtime import errors
-from realtime.change_log import Reader, changes_after, cursor_check
+from realtime.change_log import (
+    HORIZON,
+    LOG,
+    Reader,
+    changes_after,
+    cursor_check,
+    ordered_by_commit,
+)
 from realtime.layer import change_data
 from realtime.models import LiveUpdate
 from subscriptions.models import DurableSubscription
@@ -42,6 +49,21 @@ DELIVERY_HEADER = "Herald-Delivery-Id"
 USER_AGENT = "Herald-Webhook/1"
 # Longest one subscription's turn may last; its row is locked meanwhile.
 BATCH_SECONDS = 30.0
+
+_SUBSCRIPTION = DurableSubscription._meta.db_table
+_CURSOR = f'"{_SUBSCRIPTION}"."cursor"'
+_CURSOR_XID = (
+    f'(SELECT c.xid FROM "{LOG}" c WHERE c.id = {_CURSOR} '  # noqa: S608
+    f'AND c.tenant_id = "{_SUBSCRIPTION}"."tenant_id")'
+)
+# A change after the subscription's cursor in log order, below the horizon
+# (PostgreSQL): realtime.change_log.changes_after's first page, as SQL.
+PENDING_SQL = (
+    f'EXISTS (SELECT 1 FROM "{LOG}" u WHERE u.tenant_id = '  # noqa: S608
+    f'"{_SUBSCRIPTION}"."tenant_id" AND u."table" = "{_SUBSCRIPTION}"."table" '
+    f"AND (u.xid, u.id) > (coalesce({_CURSOR_XID}, '0'::xid8), {_CURSOR}) "
+    f"AND ({_CURSOR_XID} IS NOT NULL OR u.id > {_CURSOR}) AND u.xid < {HORIZON})"
+)
 
 
 # --- Target URLs ---------------------------------------------------------------
@@ -170,20 +192,25 @@ def webhooks_deliver() -> int:
 
 def _claim(*, exclude: set[int]) -> DurableSubscription | None:
     """A due webhook subscription with changes after its cursor, locked for us."""
-    pending = LiveUpdate.objects.filter(
-        tenant_id=OuterRef("tenant_id"),
-        table=OuterRef("table"),
-        pk__gt=OuterRef("cursor"),
+    due = DurableSubscription.objects.filter(
+        delivery=DurableSubscription.Delivery.WEBHOOK,
+        state=DurableSubscription.State.ACTIVE,
     )
-    due = (
-        DurableSubscription.objects.filter(
-            delivery=DurableSubscription.Delivery.WEBHOOK,
-            state=DurableSubscription.State.ACTIVE,
+    if ordered_by_commit():
+        # After the cursor's position in log order, below the horizon
+        # (realtime/change_log.py).
+        due = due.extra(where=[PENDING_SQL])  # noqa: S610 - constant SQL
+    else:
+        pending = LiveUpdate.objects.filter(
+            tenant_id=OuterRef("tenant_id"),
+            table=OuterRef("table"),
+            pk__gt=OuterRef("cursor"),
         )
-        .filter(
+        due = due.filter(Exists(pending))
+    due = (
+        due.filter(
             Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())
         )
-        .filter(Exists(pending))
         .exclude(pk__in=exclude)
         .order_by(F("next_attempt_at").asc(nulls_first=True), "pk")
     )
@@ -223,7 +250,7 @@ def _deliver_batch(subscription: DurableSubscription) -> int:
         _failed(subscription, error)
     elif finished:
         # Rows that did not match were read too: the next batch starts after them.
-        subscription.cursor = max(subscription.cursor, page.next_cursor)
+        subscription.cursor = page.next_cursor
         subscription.failure_count, subscription.last_error = 0, ""
         subscription.next_attempt_at = None
     subscription.save()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 
 from realtime.capture.sql import (
-    CURSOR_LOCK_NAMESPACE,
     PREFIX,
     Column,
     Spec,
@@ -73,20 +72,6 @@ def _record(columns: list[Column], alias: str) -> str:
     return " || ".join(calls) or "jsonb_build_object()"
 
 
-def _cursor_lock(source: str, tenant_join: str) -> str:
-    """The cursor lock, as one statement over the rows' tenants.
-
-    The lock Herald's own publishes take: a tenant's cursors commit in order,
-    so a reader after cursor N never misses a later commit. Every tenant the
-    statement writes, in ascending id order, so two statements locking the
-    same tenants never deadlock on them.
-    """
-    return (
-        f"SELECT pg_advisory_xact_lock({CURSOR_LOCK_NAMESPACE}, l.id::int4) "
-        f"FROM (SELECT DISTINCT t.id {source} {tenant_join} ORDER BY t.id) l"
-    )
-
-
 def _changes_insert(herald: str, spec: Spec, op: str, parts: dict[str, str]) -> str:
     """One change per row whose tenant exists, ids in the rows' order."""
     return (
@@ -128,7 +113,6 @@ def _static_branch(herald: str, spec: Spec, op: str, *, pk: str | None) -> str:
         "order": order,
     }
     return f"""
-        PERFORM {_cursor_lock(source, tenant).removeprefix("SELECT ")};
         {_changes_insert(herald, spec, op, parts)};
         GET DIAGNOSTICS written = ROW_COUNT;"""
 
@@ -173,7 +157,6 @@ _CATALOG = """
 
 def _dynamic_branch(herald: str, spec: Spec) -> str:
     """PL/pgSQL recording any operation of a table altered since install."""
-    lock = _template(_cursor_lock("\x00src", "\x00tenant"), "\x00src", "\x00tenant")
     slots = ("\x00op", "\x00rec", "\x00old", "\x00src", "\x00tenant", "\x00ord")
     parts = dict(
         zip(("record", "old", "source", "tenant", "order"), slots[1:], strict=True)
@@ -213,7 +196,6 @@ def _dynamic_branch(herald: str, spec: Spec) -> str:
         tenant_on := format('JOIN {herald}.realtime_tenant t ON %s', CASE TG_OP
             WHEN 'DELETE' THEN {quote_literal(tenant_condition(spec, "o"))}
             ELSE {quote_literal(tenant_condition(spec, "n"))} END);
-        EXECUTE format({lock}, src, tenant_on) USING cols, OLD, NEW;
         EXECUTE format({insert}, TG_OP,
             CASE TG_OP WHEN 'DELETE' THEN 'NULL' ELSE rec_n END,
             CASE TG_OP WHEN 'INSERT' THEN 'NULL' ELSE rec_o END,

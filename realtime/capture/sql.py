@@ -9,10 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-# The advisory lock namespace that orders a tenant's cursors; the same as
-# realtime/services/changes.py takes, so trigger rows and Herald's own rows
-# of one tenant commit in cursor order together.
-CURSOR_LOCK_NAMESPACE = 7_211_101
 PREFIX = "herald_capture_"
 
 

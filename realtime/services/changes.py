@@ -7,24 +7,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit.models import EventType
 from audit.services import activity_record
 from realtime import errors
 from realtime.auth import Principal
-from realtime.capture import sql
 from realtime.columns import columns_infer
 from realtime.models import LiveUpdate, Tenant
 from realtime.validators import is_identifier
 from realtime.wake import wake_on_commit
 
 logger = logging.getLogger(__name__)
-
-# Namespace of the advisory lock that orders a tenant's cursors (see below);
-# capture triggers take the same lock.
-CURSOR_LOCK_NAMESPACE = sql.CURSOR_LOCK_NAMESPACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +43,6 @@ def change_validate(change: ChangeInput) -> None:
         raise errors.InvalidInput("old_record: an object is required for DELETE")
     if change.old_record is not None and not isinstance(change.old_record, dict):
         raise errors.InvalidInput("old_record: must be an object")
-
-
-def _lock_tenant_cursor(tenant: Tenant) -> None:
-    # Ids come from one sequence when rows are inserted, but transactions commit
-    # in any order: a reader at cursor 10 could miss 9 committing after 10. A
-    # transaction-scoped lock per tenant, taken before the insert, makes a
-    # tenant's ids commit in order, so catch-up "after cursor N" never skips.
-    # SQLite already serializes writers.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(%s, %s)",
-                [CURSOR_LOCK_NAMESPACE, tenant.pk],
-            )
 
 
 def live_updates_record(
@@ -93,7 +74,6 @@ def live_updates_record(
         for c in changes
     ]
     with transaction.atomic():
-        _lock_tenant_cursor(tenant)
         created = LiveUpdate.objects.bulk_create(rows)
         # Every process's relay reads the committed rows from the log and
         # delivers them (realtime/relay.py); this only wakes them at once.

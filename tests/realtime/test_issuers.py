@@ -323,6 +323,8 @@ def test_the_hs_secret_of_an_issuer_only_verifies_its_own_iss(tenant):
         resolve(tenant, token)  # another iss: the tenant's own secret decides
 
 
+# Committed: catch-up reads only changes of ended transactions (change_log.py).
+@pytest.mark.django_db(transaction=True)
 def test_a_rest_catch_up_with_an_issuer_token(api, tenant, serve, rsa):
     from realtime.services.changes import ChangeInput, live_updates_record
     from realtime.services.tenants import row_policy_add

@@ -172,6 +172,7 @@ def test_the_relay_never_skips_nor_repeats_under_concurrent_writers(make_tenant)
     import psycopg
     from django.db import connection as django_connection
 
+    from realtime.change_log import Reader, changes_after
     from realtime.models import LiveUpdate
     from realtime.relay import LogReader
 
@@ -221,4 +222,128 @@ def test_the_relay_never_skips_nor_repeats_under_concurrent_writers(make_tenant)
     assert sorted(seen, key=lambda s: s[1]) == committed, "skipped or repeated"
     for t in tenants:
         mine = [pk for tenant_id, pk in seen if tenant_id == t]
-        assert mine == sorted(mine), "a tenant's changes out of order"
+        caught = changes_after(
+            reader=Reader(tenant_id=t, role="service_role", claims={}),
+            after=0,
+            limit=1000,
+        )
+        assert mine == [c.pk for c in caught.changes], "not catch-up's order"
+
+
+INSERT_ARTICLE = (
+    "INSERT INTO tracked_article (tenant_id, site_id, title, published, price, "
+    "tags, updated_at) VALUES (%s, 1, %s, false, 0, '[]', now())"
+)
+
+
+def catch_up(server, apikey: str, since: int) -> dict:
+    response = httpx.get(
+        f"{server.url}/api/live-updates",
+        params={"since": since, "table": "articles", "limit": 1000},
+        headers={"apikey": apikey},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_late_commit_is_delivered_live_and_in_catch_up(
+    tenant, sockets, herald_server
+):
+    """A transaction that drew its id first commits after a later one has:
+    neither the socket nor a catch-up that ran in between skips it."""
+    import psycopg
+
+    ws = sockets(tenant.secret_key)
+    ws.join("site", bindings=ARTICLES)
+    url, tenant_id = current_database_url(), tenant.tenant.pk
+    with psycopg.connect(url) as late, psycopg.connect(url, autocommit=True) as early:
+        late.execute(INSERT_ARTICLE, [tenant_id, "late"])  # drawn first, still open
+        early.execute(INSERT_ARTICLE, [tenant_id, "early"])  # committed at once
+        # A client catching up now, and then from where it got to.
+        before = catch_up(herald_server, tenant.secret_key, 0)
+        late.commit()
+    got = data(ws.changes(2))
+    assert [d["record"]["title"] for d in got] == ["late", "early"]
+    assert ws.quiet(is_change, wait=1.0), "a change came twice"
+    after = catch_up(herald_server, tenant.secret_key, before["next_cursor"])
+    caught = before["changes"] + after["changes"]
+    assert [c["record"]["title"] for c in caught] == ["late", "early"]
+    assert [c["seq"] for c in caught] == [d["seq"] for d in got]
+    # The late change follows the cursor that precedes it in the log.
+    again = catch_up(herald_server, tenant.secret_key, 0)
+    assert [c["record"]["title"] for c in again["changes"]] == ["late", "early"]
+
+
+def test_two_servers_deliver_every_change_of_concurrent_writers_in_catch_up_order(
+    make_tenant, sockets, herald_server, start_server
+):
+    """Many writers in one tenant and across tenants, committing in any order:
+    every socket of either server process gets each of its tenant's changes
+    once, in the order catch-up returns them, with no gap."""
+    import random
+    import threading
+    import time
+
+    import psycopg
+
+    one, two = herald_server, start_server()
+    tenants = [make_tenant(f"Writers {i}") for i in range(3)]
+    streams = [
+        (creds, ws)
+        for creds in tenants
+        for ws in (sockets(creds.secret_key, one), sockets(creds.secret_key, two))
+    ]
+    for _, ws in streams:
+        ws.join("site", bindings=ARTICLES)
+    url = current_database_url()
+    # Most writers on the first tenant, a few on the others.
+    plan = [tenants[0]] * 8 + [tenants[1], tenants[1], tenants[2]]
+    per_writer = 15
+
+    def write(tenant_id: int, name: str) -> None:
+        with psycopg.connect(url) as db:
+            for i in range(per_writer):
+                db.execute(INSERT_ARTICLE, [tenant_id, f"{name}-{i}"])
+                time.sleep(random.random() / 200)  # hold the transaction open
+                db.commit()
+
+    writers = [
+        threading.Thread(target=write, args=(creds.tenant.pk, f"w{n}"))
+        for n, creds in enumerate(plan)
+    ]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(120)
+    for creds, ws in streams:
+        expected = sum(per_writer for c in plan if c is creds)
+        caught = catch_up(one, creds.secret_key, 0)
+        assert len(caught["changes"]) == expected and not caught["has_more"]
+        got = data(ws.changes(expected, timeout=30))
+        assert [d["seq"] for d in got] == [c["seq"] for c in caught["changes"]]
+        assert ws.quiet(is_change, wait=0.5), "a change came twice"
+
+
+def test_notify_wakes_the_relays_at_a_commit_from_another_program(
+    tenant, sockets, start_server
+):
+    """HERALD_RELAY_NOTIFY: a psql write reaches a socket at its commit, though
+    the server's poll would not look for an hour."""
+    from realtime.wake import notify_install
+
+    notify_install(enabled=True)  # what `migrate` does with the setting on
+    try:
+        server = start_server(
+            HERALD_RELAY_NOTIFY="1", HERALD_RELAY_POLL_INTERVAL="3600"
+        )
+        ws = sockets(tenant.secret_key, server)
+        ws.join("site", bindings=ARTICLES)
+        psql(
+            "INSERT INTO tracked_article (tenant_id, site_id, title, published, "
+            f"price, tags, updated_at) VALUES ({tenant.tenant.pk}, 1, 'notified', "
+            "false, 0, '[]', now())"
+        )
+        [change] = data(ws.changes(1))
+        assert change["record"]["title"] == "notified"
+    finally:
+        notify_install(enabled=False)

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('realtime', '0008_broadcast_replay'),
+        ('realtime', '0009_change_log_commit_order'),
     ]
 
     operations = [
