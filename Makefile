@@ -122,3 +122,11 @@ bench-filters: $(VENV)/.installed
 
 bench-relay: $(VENV)/.installed system-deps
 	$(BIN)/python -m benchmarks.relay $(BENCH_ARGS)
+
+# --- Identity: RS256/ES256 issuer tokens against HS256 per join; membership
+# --- against equality row policies per delivery (issue 15), in one run ---------
+
+.PHONY: bench-identity
+
+bench-identity: $(VENV)/.installed system-deps
+	$(BIN)/python -m benchmarks.identity $(BENCH_ARGS)

@@ -13,6 +13,7 @@ from realtime import errors
 from realtime.capture.services import table_check, table_track, table_untrack
 from realtime.models import (
     ApiKey,
+    AuthCallback,
     ChannelPolicy,
     LiveUpdate,
     RecordVersion,
@@ -20,6 +21,10 @@ from realtime.models import (
     Tenant,
     TrackedTable,
     TrustedIssuer,
+)
+from realtime.services.auth_callbacks import (
+    auth_callback_remove,
+    auth_callback_save,
 )
 from realtime.services.issuers import trusted_issuer_remove, trusted_issuer_save
 from realtime.services.policies import policy_delete, policy_save
@@ -248,6 +253,45 @@ class TrustedIssuerAdmin(admin.ModelAdmin):
     ) -> None:
         for issuer in queryset:
             trusted_issuer_remove(issuer=issuer, actor=staff_actor(request))
+
+
+class AuthCallbackForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = AuthCallback
+        fields = ["tenant", "url", "on_join", "timeout", "default_ttl", "max_ttl"]
+
+
+@admin.register(AuthCallback)
+class AuthCallbackAdmin(admin.ModelAdmin):
+    """The signing secret is made when the callback is added and shown in
+    that one message; never again (`set_auth_callback --rotate-secret`)."""
+
+    form = AuthCallbackForm
+    list_display = ["tenant", "url", "on_join", "timeout", "max_ttl"]
+    search_fields = ["url", "tenant__slug"]
+
+    def save_model(
+        self, request: HttpRequest, obj: AuthCallback, form: Any, change: bool
+    ) -> None:
+        fresh = not obj.secret
+        auth_callback_save(callback=obj, actor=staff_actor(request))
+        if fresh:
+            self.message_user(
+                request,
+                f"Signing secret (shown once, copy it now): {obj.secret}",
+                level=messages.WARNING,
+            )
+
+    def delete_model(self, request: HttpRequest, obj: AuthCallback) -> None:
+        auth_callback_remove(callback=obj, actor=staff_actor(request))
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[AuthCallback]
+    ) -> None:
+        for callback in queryset:
+            auth_callback_remove(callback=callback, actor=staff_actor(request))
 
 
 @admin.register(ChannelPolicy)

@@ -38,6 +38,9 @@ class Principal:
     key_id: int | None = None
     key_prefix: str = ""
     exp: float | None = None
+    # "connect" or "join" when the tenant's authorization callback answered
+    # for it (realtime.auth_callback): its exp is then the answer's TTL.
+    via_callback: str = ""
 
     @property
     def sub(self) -> str:
@@ -50,7 +53,7 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        if self.key_id is not None:
+        if self.key_id is not None and not self.via_callback:
             return f"key:{self.key_prefix}"
         return f"user:{self.sub}" if self.sub else f"token:{self.role}"
 
@@ -130,7 +133,9 @@ def _key_principal(raw: str, keys: KeyCache | None = None) -> Principal:
 
 def _key_principal_read(raw: str, digest: str) -> Principal:
     key = (
-        ApiKey.objects.select_related("tenant")
+        # The tenant's callback comes along: a socket must not query for it
+        # from the event loop (realtime.auth_callback.callback_config_of).
+        ApiKey.objects.select_related("tenant", "tenant__auth_callback")
         .filter(key_hash=digest, revoked_at__isnull=True)
         .first()
     )

@@ -44,6 +44,7 @@ from realtime.bounds import (
     has_control_characters,
     too_deep,
 )
+from realtime.callback_socket import CallbackMixin
 from realtime.channel import TOPIC_PREFIX, JoinConfig, JoinedChannel, join_token
 from realtime.channel_policy import ChannelRule, channel_allowed
 from realtime.client_ip import scope_client_ip
@@ -140,7 +141,7 @@ def read_rights(
     )
 
 
-class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
+class RealtimeConsumer(CallbackMixin, TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
     # No per-socket layer channel: an alias with no layer behind it makes
     # Channels skip creating one (and the receive task it would need).
     channel_layer_alias = "herald.sockets-have-no-channel"
@@ -160,17 +161,17 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await self.close()  # before accept: HTTP 403, as Phoenix does
             return
         try:
-            self.principal = principal_shared(
-                await batched(connections_open)(
-                    apikey=query_param(self.scope, "apikey"),
-                    ip=self.ip,
-                    keys=await hub().key_cache(),
-                )
+            opened = await batched(connections_open)(
+                apikey=query_param(self.scope, "apikey"),
+                ip=self.ip,
+                keys=await hub().key_cache(),
             )
         except errors.HeraldError as exc:
             logger.info("Socket refused: %s", exc.message)
             await self.close()
             return
+        self.principal = principal_shared(opened)
+        self.callback_prepare(opened)  # the tenant's callback, if any
         self.codec = codec
         await self.accept()
         # daphne's TCP transport, when that is what serves the socket: how much
@@ -181,6 +182,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         headers = self.scope.get("headers")
         if isinstance(headers, list):
             headers.clear()
+        await self.callback_connect()
         if await self.hold_connection():
             await hub().register(self)
             metrics.CONNECTIONS.labels(self.principal.tenant.slug).inc()
@@ -422,7 +424,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             await self.reply(message, "error", {"reason": reason})
 
     async def _authorize_join(self, message: Message) -> JoinedChannel:
-        token = join_token(message.payload)
+        token = self.callback_join_token(join_token(message.payload))
         config = JoinConfig.parse(message.payload)
         join_bounds_check(config)
         if self.principal.tenant.private_only and not config.private:
@@ -433,7 +435,11 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         can_read = (True, True)
         if config.private:
             rules = await in_db(channel_rules, tenant_id=principal.tenant.pk)
-            can_read = read_rights(rules, principal, sub_topic)
+            answered = await self.callback_join(principal, sub_topic, token)
+            principal = answered or principal
+            can_read = (
+                (True, True) if answered else read_rights(rules, principal, sub_topic)
+            )
             if not any(can_read):
                 raise errors.Forbidden(
                     "You do not have permissions to read from this Channel topic: "
@@ -676,8 +682,8 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
     # --- Tokens -------------------------------------------------------------------
 
     async def _principal_for(self, token: str | None, topic: str) -> Principal:
-        if token is None:
-            return self.principal  # supabase-js often joins without a token
+        if token is None:  # supabase-js often joins without a token
+            return await self.callback_connection()
         keys = await hub().key_cache()
         principal = await self._principal_here(token, topic, keys)
         if principal is not None:
@@ -713,7 +719,7 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
             raise
 
     async def on_access_token(self, message: Message, channel: JoinedChannel) -> None:
-        token = join_token(message.payload)
+        token = self.callback_join_token(join_token(message.payload))
         if token is None or token == channel.token:
             return
         try:
@@ -760,7 +766,11 @@ class RealtimeConsumer(TopicsMixin, GuardsMixin, AsyncWebsocketConsumer):
         task.add_done_callback(EXPIRING.discard)
 
     async def _expire(self, channel: JoinedChannel) -> None:
-        if self.channels.get(channel.topic) is channel:
+        if self.channels.get(channel.topic) is channel and (
+            channel.principal.via_callback
+        ):
+            await self.callback_renew(channel)  # asked again, not expired
+        elif self.channels.get(channel.topic) is channel:
             lapsed = int(time.time() - (channel.principal.exp or 0))
             reason = f"Token has expired {lapsed} seconds ago"
             await best_effort(

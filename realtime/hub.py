@@ -197,6 +197,9 @@ class Audience:
     principal: Principal
     members: dict[int, Member] = field(default_factory=dict)
     feed: bool = False
+    # claims_key of the principal per set of claim names the policies read:
+    # a list claim's canonical set is built once, not once per change.
+    claims_keys: dict[frozenset[str], tuple[Any, ...]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -246,15 +249,18 @@ class ChangeContext:
                 groups.setdefault(binding.select, []).append(binding.id)
         return [(select, tuple(ids)) for select, ids in groups.items()]
 
-    def sight(self, principal: Principal) -> tuple[bool, bool]:
-        """Whether `principal` may see the change, and its old row whole."""
-        role, claims = principal.role, principal.claims
+    def sight(self, audience: Audience) -> tuple[bool, bool]:
+        """Whether the audience may see the change, and its old row whole."""
+        role, claims = audience.principal.role, audience.principal.claims
         rules = self.policies.get(role, [])
         relevant = self.claim_names.get(role)
         if relevant is None:  # once per role and change, not per audience
             relevant = self.claim_names[role] = relevant_claims(rules)
         # List claims too: claims_key holds their canonical values as a set.
-        key = (role, claims_key(relevant, claims))
+        values = audience.claims_keys.get(relevant)
+        if values is None:
+            values = audience.claims_keys[relevant] = claims_key(relevant, claims)
+        key = (role, values)
         seen = self.visible.get(key)
         if seen is None:
             seen = self.visible[key] = self._judge(role, rules, claims)
@@ -841,7 +847,7 @@ class Hub:
             groups = context.matching_ids(audience.bindings)
             if not groups:
                 continue
-            seen, whole_old_row = context.sight(audience.principal)
+            seen, whole_old_row = context.sight(audience)
             if seen:
                 frames += [
                     context.frame(

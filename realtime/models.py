@@ -1,6 +1,11 @@
 """Tenants, their keys, issuers and policies, and the change log."""
 
-from django.core.validators import RegexValidator
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+    URLValidator,
+)
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
@@ -391,3 +396,44 @@ class TrustedIssuer(models.Model):
             hs_secret=self.hs_secret,
             algorithms=self.algorithms,
         )
+
+
+class AuthCallback(models.Model):
+    """A tenant's authorization callback: its own endpoint decides who a
+    socket is, for shops whose users have a session and no token.
+
+    Herald signs each request with `secret` (HMAC-SHA256, see README,
+    "Authorization callback"); the secret is shown once, when it is made.
+    """
+
+    tenant = models.OneToOneField(
+        Tenant, on_delete=models.CASCADE, related_name="auth_callback"
+    )
+    url = models.URLField(
+        max_length=500,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="http(s) URL Herald POSTs to.",
+    )
+    secret = models.CharField(max_length=128, editable=False)
+    on_join = models.BooleanField(
+        default=False, help_text="Also ask on each join of a private channel."
+    )
+    timeout = models.FloatField(
+        default=2.0,
+        validators=[MinValueValidator(0.1), MaxValueValidator(10.0)],
+        help_text="Seconds for the whole answer; past it, the socket is refused.",
+    )
+    default_ttl = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1)],
+        help_text="Seconds an answer without `ttl` is cached and valid.",
+    )
+    max_ttl = models.PositiveIntegerField(
+        default=600,
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="The longest `ttl` an answer may set.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}: {self.url}"

@@ -5,7 +5,7 @@ from django.contrib.auth.models import User
 
 from audit.models import ActivityLog, EventType
 from realtime.auth import principal_from_apikey
-from realtime.models import ApiKey, ChannelPolicy, RowPolicy
+from realtime.models import ApiKey, AuthCallback, ChannelPolicy, RowPolicy
 from subscriptions.models import Subscription
 from tests.wire import Socket
 
@@ -235,3 +235,42 @@ def test_private_only_is_shown_and_switched_by_actions(staff, tenant, herald_ser
     assert third.join("room")["payload"]["status"] == "ok"
     for socket in (ws, again, third):
         socket.close()
+
+
+def test_an_auth_callback_added_in_the_admin_shows_its_secret_once(staff, tenant):
+    response = staff.post(
+        "/admin/realtime/authcallback/add/",
+        {
+            "tenant": tenant.tenant.pk,
+            "url": "https://shop.example.com/herald/auth",
+            "timeout": "2",
+            "default_ttl": "60",
+            "max_ttl": "600",
+        },
+        follow=True,
+    )
+    [message] = [m for m in map(str, response.context["messages"]) if "shown once" in m]
+    secret = message.rsplit(" ", 1)[-1]
+    callback = AuthCallback.objects.get(tenant=tenant.tenant)
+    assert secret == callback.secret and secret.startswith("whsec_")
+    page = staff.get(f"/admin/realtime/authcallback/{callback.pk}/change/")
+    assert secret not in page.content.decode()
+    assert ActivityLog.objects.filter(
+        event_type=EventType.POLICY_CHANGED, target="auth_callback"
+    ).exists()
+
+
+def test_the_admin_refuses_a_callback_timeout_past_its_bound(staff, tenant):
+    response = staff.post(
+        "/admin/realtime/authcallback/add/",
+        {
+            "tenant": tenant.tenant.pk,
+            "url": "https://shop.example.com/herald/auth",
+            "timeout": "60",
+            "default_ttl": "60",
+            "max_ttl": "600",
+        },
+    )
+    assert response.status_code == 200  # the form again, with its error
+    assert "less than or equal to 10" in response.content.decode()
+    assert not AuthCallback.objects.exists()

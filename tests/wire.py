@@ -16,13 +16,23 @@ Frame = dict[str, Any]
 class Socket:
     """Speaks vsn 1.0.0 or 2.0.0 and hands back frames as dicts."""
 
-    def __init__(self, base_url: str, apikey: str, *, vsn: str = "1.0.0") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        apikey: str,
+        *,
+        vsn: str = "1.0.0",
+        headers: dict[str, str] | None = None,
+        query: str = "",
+    ) -> None:
         self.vsn = vsn
         self.refs = itertools.count(1)
+        # `headers`: a browser's Cookie header, say; `query`: more parameters.
         self.ws: ClientConnection = connect(
-            f"{base_url}/realtime/v1/websocket?apikey={apikey}&vsn={vsn}",
+            f"{base_url}/realtime/v1/websocket?apikey={apikey}&vsn={vsn}{query}",
             max_size=None,
-            open_timeout=10,
+            open_timeout=15,
+            additional_headers=headers,
         )
 
     def push(
