@@ -101,3 +101,19 @@ def test_another_tenants_principal_gets_nothing(make_tenant, sockets):
     assert refused["payload"]["status"] == "error"
     forged = sockets(a.publishable_key).join("room", private=True, token=user(b, 1))
     assert forged["payload"]["response"]["reason"].startswith("JwtSignatureError")
+
+
+def test_a_member_of_several_sites_joins_each_of_them_and_no_other(tenant, sockets):
+    policy(tenant, pattern="site:{site_ids}", role="authenticated")
+    token = token_mint(
+        tenant=tenant.tenant,
+        role="authenticated",
+        sub="member",
+        claims={"site_ids": [1, 2]},
+        ttl=300,
+    )
+    ws = sockets(tenant.publishable_key)
+    for topic in ("site:1", "site:2"):
+        assert ws.join(topic, private=True, token=token)["payload"]["status"] == "ok"
+    refused = ws.join("site:3", private=True, token=token)
+    assert refused["payload"]["status"] == "error"
