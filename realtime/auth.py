@@ -20,9 +20,14 @@ import jwt
 
 from realtime import errors
 from realtime.bounds import MAX_JSON_DEPTH, too_deep
-from realtime.issuers import issuer_matching, issuer_named, issuer_token_verify
+from realtime.issuers import (
+    issuer_keys_ready,
+    issuer_matching,
+    issuer_token_verify,
+    unverified_iss,
+)
 from realtime.keys import PREFIX_SHOWN, key_hash, looks_like_key
-from realtime.models import ApiKey, Tenant
+from realtime.models import ApiKey, Tenant, TrustedIssuer
 from realtime.roles import SERVICE_ROLE
 
 ALGORITHMS = ["HS256", "HS384", "HS512"]
@@ -85,6 +90,8 @@ class KeyCache:
         self.ttl = ttl
         self._keys: dict[str, tuple[float, Principal]] = {}
         self._tenants: dict[str, tuple[float, Tenant]] = {}
+        # (tenant id, iss) -> the tenant's issuer of that name, or None
+        self._issuers: dict[tuple[int, str], tuple[float, TrustedIssuer | None]] = {}
 
     def key(self, digest: str) -> Principal | None:
         return self._fresh(self._keys, digest)
@@ -100,10 +107,26 @@ class KeyCache:
         if tenant.is_active:
             self._tenants[tenant.slug] = (time.monotonic(), tenant)
 
+    def issuer(self, tenant_id: int, iss: str) -> tuple[bool, TrustedIssuer | None]:
+        """(known, the issuer or None): whether the tenant's issuer named `iss`
+        was read lately, and what it was (None: the tenant has no such issuer)."""
+        entry = self._issuers.get((tenant_id, iss))
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            self._issuers.pop((tenant_id, iss), None)
+            return False, None
+        return True, entry[1]
+
+    def keep_issuer(
+        self, tenant_id: int, iss: str, issuer: TrustedIssuer | None
+    ) -> None:
+        self._issuers[tenant_id, iss] = (time.monotonic(), issuer)
+
     def forget(
         self, *, key_id: int | None = None, tenant_id: int | None = None
     ) -> None:
         """A key revoked or a tenant suspended: never answer for them again."""
+        for name in [n for n in self._issuers if n[0] == tenant_id]:
+            self._issuers.pop(name, None)
         for digest, (_, found) in list(self._keys.items()):
             if found.key_id == key_id or found.tenant.pk == tenant_id:
                 self._keys.pop(digest, None)
@@ -226,18 +249,27 @@ def _unverified_ref(token: str) -> str:
     return ref
 
 
-def _token_principal(tenant: Tenant, token: str) -> Principal:
+def _token_principal(
+    tenant: Tenant, token: str, keys: KeyCache | None = None
+) -> Principal:
     # A token naming one of the tenant's trusted issuers in `iss` is that
     # issuer's to verify (realtime.issuers); any other, the tenant's secret's.
-    issuer = issuer_matching(tenant=tenant, token=token)
+    iss = unverified_iss(token)
+    known, issuer = keys.issuer(tenant.pk, iss) if keys and iss else (False, None)
+    if iss is not None and not known:
+        issuer = issuer_matching(tenant=tenant, token=token)
+        if keys is not None:
+            keys.keep_issuer(tenant.pk, iss, issuer)
     if issuer is not None:
-        claims = issuer_token_verify(issuer=issuer, token=token).claims
-        if problem := claims_problem(claims):
-            raise errors.MalformedToken(
-                f"The token's claims are not plain JSON: {problem}"
-            )
-        return _claims_principal(tenant, claims)
+        return _issuer_principal(tenant, issuer, token)
     return _secret_principal(tenant, token)
+
+
+def _issuer_principal(tenant: Tenant, issuer: TrustedIssuer, token: str) -> Principal:
+    claims = issuer_token_verify(issuer=issuer, token=token).claims
+    if problem := claims_problem(claims):
+        raise errors.MalformedToken(f"The token's claims are not plain JSON: {problem}")
+    return _claims_principal(tenant, claims)
 
 
 def _secret_principal(tenant: Tenant, token: str) -> Principal:
@@ -272,7 +304,9 @@ def principal_from_apikey(
     if looks_like_key(raw):
         principal = _key_principal(raw, keys)
     else:
-        principal = _token_principal(_tenant_named(_unverified_ref(raw), keys), raw)
+        principal = _token_principal(
+            _tenant_named(_unverified_ref(raw), keys), raw, keys
+        )
     _ensure_active(principal.tenant)
     return principal
 
@@ -304,9 +338,17 @@ def principal_offline(
         if found is not None and found.tenant.pk != tenant.pk:
             raise errors.InvalidKey("The key belongs to another tenant")
         return found
-    if issuer_named(raw):
-        return None
-    return _secret_principal(tenant, raw)
+    iss = unverified_iss(raw)
+    if iss is None:
+        return _secret_principal(tenant, raw)
+    known, issuer = keys.issuer(tenant.pk, iss) if keys is not None else (False, None)
+    if not known:
+        return None  # the tenant's issuers are read from the database
+    if issuer is None:
+        return _secret_principal(tenant, raw)
+    if not issuer_keys_ready(issuer=issuer, token=raw):
+        return None  # its JWKS must be fetched first, off the event loop
+    return _issuer_principal(tenant, issuer, raw)
 
 
 def principal_for_tenant(
@@ -321,7 +363,7 @@ def principal_for_tenant(
         if principal.tenant.pk != tenant.pk:
             raise errors.InvalidKey("The key belongs to another tenant")
         return principal
-    return _token_principal(tenant, raw)
+    return _token_principal(tenant, raw, keys)
 
 
 # Each socket resolves its key from the database, which loads a Tenant of its

@@ -45,16 +45,23 @@ class VerifiedToken:
 
 def issuer_matching(*, tenant: Tenant, token: str) -> TrustedIssuer | None:
     """The tenant's issuer named by the token's (unverified) `iss`, if any."""
-    iss = _unverified_iss(token)
+    iss = unverified_iss(token)
     if iss is None:
         return None
     issuers = TrustedIssuer.objects.filter(tenant=tenant, issuer=iss)
     return issuers.order_by("id").first()
 
 
-def issuer_named(token: str) -> bool:
-    """Does the token name an issuer (`iss`)? Unverified; raises if unreadable."""
-    return _unverified_iss(token) is not None
+def issuer_keys_ready(*, issuer: TrustedIssuer, token: str) -> bool:
+    """Can the token be verified without fetching anything (on the event loop)?
+
+    Static keys and HMAC secrets always; a JWKS issuer when its keys, the
+    token's `kid` among them, are cached and fresh.
+    """
+    if issuer.static_keys or issuer.is_symmetric or not issuer.jwks_url:
+        return True
+    _alg, kid = _header(token)
+    return key_cache.ready((issuer.tenant_id, issuer.pk, issuer.jwks_url), kid=kid)
 
 
 async def issuer_keys_warm(*, tenant: Tenant, token: str) -> None:
@@ -67,7 +74,7 @@ async def issuer_keys_warm(*, tenant: Tenant, token: str) -> None:
     the failed attempt recorded. Errors are left for verification to report.
     """
     try:
-        iss, (_alg, kid) = _unverified_iss(token), _header(token)
+        iss, (_alg, kid) = unverified_iss(token), _header(token)
     except errors.HeraldError:
         return
     if iss is None:
@@ -103,7 +110,7 @@ def issuer_token_verify(
     return _mapped(issuer, claims, exp)
 
 
-def _unverified_iss(token: str) -> str | None:
+def unverified_iss(token: str) -> str | None:
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.InvalidTokenError as exc:

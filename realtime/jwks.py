@@ -211,6 +211,14 @@ class KeyCache:
             raise JwksUnavailable(entry.error)
         return entry.keys
 
+    def ready(self, cache_key: CacheKey, *, kid: str | None) -> bool:
+        """Whether `keys` would answer now, without a fetch and without error."""
+        with self._guard:
+            entry = self._entries.get(cache_key)
+        if entry is None or not entry.keys or self._wants_fetch(entry, kid):
+            return False
+        return kid is None or _has_kid(entry.keys, kid)
+
     @staticmethod
     def _wants_fetch(entry: _Entry, kid: str | None) -> bool:
         now = time.monotonic()
