@@ -75,6 +75,10 @@ def _clean(raw: str) -> str:
 KEY_CACHE_TTL = 10.0
 
 
+# Seconds a stale issuer entry still answers while one join re-reads it.
+REFRESH_GRACE = 2.0
+
+
 class KeyCache:
     """Keys and tenants this process's sockets resolved lately.
 
@@ -92,6 +96,7 @@ class KeyCache:
         self._tenants: dict[str, tuple[float, Tenant]] = {}
         # (tenant id, iss) -> the tenant's issuer of that name, or None
         self._issuers: dict[tuple[int, str], tuple[float, TrustedIssuer | None]] = {}
+        self._refreshing: dict[tuple[int, str], float] = {}  # re-read since
 
     def key(self, digest: str) -> Principal | None:
         return self._fresh(self._keys, digest)
@@ -109,10 +114,29 @@ class KeyCache:
 
     def issuer(self, tenant_id: int, iss: str) -> tuple[bool, TrustedIssuer | None]:
         """(known, the issuer or None): whether the tenant's issuer named `iss`
-        was read lately, and what it was (None: the tenant has no such issuer)."""
-        entry = self._issuers.get((tenant_id, iss))
-        if entry is None or time.monotonic() - entry[0] > self.ttl:
-            self._issuers.pop((tenant_id, iss), None)
+        was read lately, and what it was (None: the tenant has no such issuer).
+
+        Once the entry is older than the TTL, one caller is told it is unknown
+        (and reads the database, then `keep_issuer`); the joins arriving
+        meanwhile keep using it for up to REFRESH_GRACE seconds more, instead
+        of all going to the database thread at once.
+        """
+        name = (tenant_id, iss)
+        entry = self._issuers.get(name)
+        if entry is None:
+            return False, None
+        now = time.monotonic()
+        if now - entry[0] <= self.ttl:
+            return True, entry[1]
+        started = self._refreshing.get(name)
+        if now - entry[0] > self.ttl + REFRESH_GRACE or (
+            started is not None and now - started > REFRESH_GRACE
+        ):
+            self._issuers.pop(name, None)
+            self._refreshing.pop(name, None)
+            return False, None
+        if started is None:
+            self._refreshing[name] = now
             return False, None
         return True, entry[1]
 
@@ -120,6 +144,7 @@ class KeyCache:
         self, tenant_id: int, iss: str, issuer: TrustedIssuer | None
     ) -> None:
         self._issuers[tenant_id, iss] = (time.monotonic(), issuer)
+        self._refreshing.pop((tenant_id, iss), None)
 
     def forget(
         self, *, key_id: int | None = None, tenant_id: int | None = None
@@ -127,6 +152,7 @@ class KeyCache:
         """A key revoked or a tenant suspended: never answer for them again."""
         for name in [n for n in self._issuers if n[0] == tenant_id]:
             self._issuers.pop(name, None)
+            self._refreshing.pop(name, None)
         for digest, (_, found) in list(self._keys.items()):
             if found.key_id == key_id or found.tenant.pk == tenant_id:
                 self._keys.pop(digest, None)

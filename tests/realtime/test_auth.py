@@ -228,3 +228,28 @@ def test_unsendable_claims_refuse_the_join_not_the_socket(
     assert socket.reply_to(ref)["payload"]["status"] == "ok"
     assert socket.join("room")["payload"]["status"] == "ok"
     socket.close()
+
+
+def test_a_stale_issuer_is_reread_by_one_join_while_the_others_use_it(monkeypatch):
+    """A join storm after the cache's TTL does not send every join to the
+    database: one re-reads the issuer, the rest use the entry a little longer."""
+    from realtime.auth import REFRESH_GRACE, KeyCache
+    from realtime.models import TrustedIssuer
+
+    now = [100.0]
+    monkeypatch.setattr("realtime.auth.time.monotonic", lambda: now[0])
+    cache = KeyCache(ttl=10)
+    issuer = TrustedIssuer(pk=1, tenant_id=1, issuer="https://idp")
+    assert cache.issuer(1, "https://idp") == (False, None)
+    cache.keep_issuer(1, "https://idp", issuer)
+    assert cache.issuer(1, "https://idp") == (True, issuer)
+    now[0] += 11
+    assert cache.issuer(1, "https://idp") == (False, None), "one join re-reads"
+    assert cache.issuer(1, "https://idp") == (True, issuer), "the others go on"
+    cache.keep_issuer(1, "https://idp", None)  # removed meanwhile: seen at once
+    assert cache.issuer(1, "https://idp") == (True, None)
+    now[0] += 10 + REFRESH_GRACE + 1  # stale past the grace: nobody uses it
+    assert cache.issuer(1, "https://idp") == (False, None)
+    cache.keep_issuer(1, "https://idp", issuer)
+    cache.forget(tenant_id=1)  # the tenant's orders empty it
+    assert cache.issuer(1, "https://idp") == (False, None)
