@@ -73,6 +73,9 @@ def _clean(raw: str) -> str:
 # an order (realtime.layer.disconnect_send), which empties the cache at once;
 # this bounds how long a lost order is felt.
 KEY_CACHE_TTL = 10.0
+# Issuers change rarely and their services tell every process (forget_send):
+# kept longer, so a storm's joins seldom find them missing all at once.
+ISSUER_CACHE_TTL = 300.0
 
 
 # Seconds a stale issuer entry still answers while one join re-reads it.
@@ -90,8 +93,10 @@ class KeyCache:
     tenant's keys are never kept, so a resumed tenant is not refused for long.
     """
 
-    def __init__(self, ttl: float = KEY_CACHE_TTL) -> None:
-        self.ttl = ttl
+    def __init__(
+        self, ttl: float = KEY_CACHE_TTL, issuer_ttl: float = ISSUER_CACHE_TTL
+    ) -> None:
+        self.ttl, self.issuer_ttl = ttl, issuer_ttl
         self._keys: dict[str, tuple[float, Principal]] = {}
         self._tenants: dict[str, tuple[float, Tenant]] = {}
         # (tenant id, iss) -> the tenant's issuer of that name, or None
@@ -126,10 +131,11 @@ class KeyCache:
         if entry is None:
             return False, None
         now = time.monotonic()
-        if now - entry[0] <= self.ttl:
+        ttl = self.issuer_ttl
+        if now - entry[0] <= ttl:
             return True, entry[1]
         started = self._refreshing.get(name)
-        if now - entry[0] > self.ttl + REFRESH_GRACE or (
+        if now - entry[0] > ttl + REFRESH_GRACE or (
             started is not None and now - started > REFRESH_GRACE
         ):
             self._issuers.pop(name, None)

@@ -731,6 +731,8 @@ class Hub:
             self.keys.forget(key_id=message.get("key"), tenant_id=message.get("tenant"))
             if message.get("tenant") is not None:
                 shared_tenant_forget(message["tenant"])
+            if message.get("forget_only"):
+                return  # an issuer changed, say: caches only, no socket closes
             for socket in list(self.sockets.values()):
                 if socket.matches(message):
                     await socket.obey(message)

@@ -261,6 +261,13 @@ def disconnect_send(
     layer_sync(layer().group_send, CONTROL_GROUP, message)
 
 
+def forget_send(*, tenant: int) -> None:
+    """Tell every process to drop what it cached of the tenant (keys, issuers,
+    settings); no socket is closed."""
+    message = {"type": CONTROL_TYPE, "tenant": tenant, "forget_only": True}
+    layer_sync(layer().group_send, CONTROL_GROUP, message)
+
+
 def wake_send(tenant_ids: Sequence[int | None]) -> None:
     """Hint every relay that these tenants (None: some tenant) have new rows."""
     message = {"type": WAKE_TYPE, "tenants": list(tenant_ids)}

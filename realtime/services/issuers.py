@@ -6,7 +6,9 @@ from django.db import transaction
 
 from audit.models import EventType
 from audit.services import activity_record
+from realtime.db import on_commit
 from realtime.jwks import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+from realtime.layer import forget_send
 from realtime.models import Tenant, TrustedIssuer
 
 
@@ -60,6 +62,7 @@ def trusted_issuer_add(
                 "audience": audience,
             },
         )
+        on_commit(forget_send, tenant=tenant.pk)
     return trusted
 
 
@@ -75,6 +78,7 @@ def trusted_issuer_save(*, issuer: TrustedIssuer, actor: str = "") -> TrustedIss
             target=issuer.issuer,
             details={"id": issuer.pk, "algorithms": issuer.algorithms},
         )
+        on_commit(forget_send, tenant=issuer.tenant_id)
     return issuer
 
 
@@ -88,4 +92,7 @@ def trusted_issuer_remove(*, issuer: TrustedIssuer, actor: str = "") -> None:
             target=issuer.issuer,
             details={"id": issuer.pk},
         )
+        tenant_id = issuer.tenant_id
         issuer.delete()
+        # Every process's socket path forgets the tenant's issuers at once.
+        on_commit(forget_send, tenant=tenant_id)

@@ -238,7 +238,7 @@ def test_a_stale_issuer_is_reread_by_one_join_while_the_others_use_it(monkeypatc
 
     now = [100.0]
     monkeypatch.setattr("realtime.auth.time.monotonic", lambda: now[0])
-    cache = KeyCache(ttl=10)
+    cache = KeyCache(ttl=1, issuer_ttl=10)
     issuer = TrustedIssuer(pk=1, tenant_id=1, issuer="https://idp")
     assert cache.issuer(1, "https://idp") == (False, None)
     cache.keep_issuer(1, "https://idp", issuer)

@@ -193,3 +193,33 @@ def test_a_slow_jwks_does_not_hold_up_other_tenants_joins(make_tenant, sockets, 
     assert time.monotonic() - started < 2
     refused = waiting.reply_to(ref)
     assert refused["payload"]["response"]["reason"].startswith("JwtSignerError: ")
+
+
+def test_a_removed_issuer_is_refused_at_the_next_join_on_every_process(
+    tenant, sockets, serve, start_server
+):
+    """Servers keep a tenant's issuers; removing one tells them all at once."""
+    from realtime.models import TrustedIssuer
+    from realtime.services.issuers import trusted_issuer_remove
+
+    pair = key_pair("RSA")
+    shop(tenant, serve(pair).url)
+    other = start_server()
+    here, there = (
+        sockets(tenant.publishable_key),
+        sockets(tenant.publishable_key, other),
+    )
+    for ws in (here, there):  # each process reads the issuer and its keys
+        assert ws.join("a", token=user(pair, 1))["payload"]["status"] == "ok"
+        assert ws.join("b", token=user(pair, 1))["payload"]["status"] == "ok"
+    trusted_issuer_remove(issuer=TrustedIssuer.objects.get(tenant=tenant.tenant))
+    deadline = time.monotonic() + 10  # the order crosses Redis
+    for ws in (here, there):
+        while True:  # one channel, rejoined: no channel limit is reached
+            reply = ws.join("c", token=user(pair, 1))
+            ws.push("realtime:c", "phx_leave", {}, join_ref=ws.join_ref)
+            if reply["payload"]["status"] == "error" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)  # under the socket's message rate
+        assert reply["payload"]["status"] == "error"
+        assert "JWT" in reply["payload"]["response"]["reason"], reply
