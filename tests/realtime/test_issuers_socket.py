@@ -142,13 +142,25 @@ def test_an_access_token_refresh_with_a_forged_token_closes_the_channel(
     assert closed["topic"] == "realtime:shop"
 
 
-def test_supabase_js_with_an_access_token_callback_receives_a_change(
-    tenant, herald_server, serve
+@pytest.mark.parametrize(
+    ("kind", "kty"),
+    [
+        ("supabase-js", "RSA"),
+        ("supabase-js", "EC"),
+        ("realtime-js-v2", "EC"),
+        ("realtime-js-v2", "OKP"),
+        ("python", "RSA"),
+        ("python", "OKP"),
+    ],
+)
+def test_the_official_clients_with_an_issuer_token_receive_what_it_allows(
+    tenant, herald_server, serve, kind, kty
 ):
-    """An app whose users sign in elsewhere: supabase-js's `accessToken` option."""
+    """An app whose users sign in elsewhere: supabase-js's `accessToken` option,
+    realtime-js's and the Python client's setAuth; RS256, ES256 and EdDSA."""
     from tests.realtime_clients import client_factory
 
-    pair = key_pair("RSA")
+    pair = key_pair(kty)
     trusted_issuer_add(tenant=tenant.tenant, issuer=ISS, jwks_url=serve(pair).url)
     row_policy_add(
         tenant=tenant.tenant,
@@ -159,21 +171,23 @@ def test_supabase_js_with_an_access_token_callback_receives_a_change(
     token = pair.sign(claims(ISS, sub="u1", role="authenticated", site_ids=[1, 2]))
     with client_factory() as open_client:
         client = open_client(
-            "supabase-js", herald_server, apikey=tenant.publishable_key, token=token
+            kind, herald_server, apikey=tenant.publishable_key, token=token
         )
         client.subscribe("shop", ORDERS)
         since = client.mark()
         publish(tenant, 1, site_id=3)
         publish(tenant, 2, site_id=2)
         got = client.change(lambda e: True, since=since)
-        assert got["payload"]["new"] == {"id": 2, "site_id": 2}
-        assert not client.matching(
-            lambda e: (
-                e["event"] == "postgres_changes"
-                and e["payload"]["new"].get("site_id") == 3
-            ),
-            since=since,
+        new = got["payload"].get("new") or got["payload"]["data"]["record"]
+        assert new == {"id": 2, "site_id": 2}
+        assert len(client.matching(lambda e: e["event"] == "postgres_changes")) == 1
+        # A token of the same issuer's name signed with another key: refused.
+        forger = key_pair(kty)
+        forged = forger.sign(claims(ISS, sub="u1", role="authenticated", site_ids=[3]))
+        other = open_client(
+            kind, herald_server, apikey=tenant.publishable_key, token=forged
         )
+        other.subscribe("shop", ORDERS, expect="CHANNEL_ERROR")
 
 
 def test_a_slow_jwks_does_not_hold_up_other_tenants_joins(make_tenant, sockets, serve):
