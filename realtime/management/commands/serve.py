@@ -7,7 +7,6 @@ import daphne.server
 from daphne.cli import CommandLineInterface
 from django.core.management.base import BaseCommand, CommandParser
 
-from realtime import shutdown
 from realtime.handshake import HeadDeadlineHTTPFactory
 from realtime.protocol import MAX_FRAME_BYTES
 
@@ -78,6 +77,9 @@ class Command(BaseCommand):
         # one process that serves, so half-sent request heads are cut off.
         daphne.server.HTTPFactory = HeadDeadlineHTTPFactory
         # Sockets close with 1012 and are released on SIGTERM, not dropped.
+        # (Imported here: daphne_args is imported before Django is set up.)
+        from realtime import shutdown
+
         shutdown.install()
         CommandLineInterface().run(
             daphne_args(
