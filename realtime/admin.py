@@ -31,9 +31,12 @@ from realtime.services.policies import policy_delete, policy_save
 from realtime.services.tenants import (
     api_key_create,
     api_key_revoke,
+    tenant_create,
+    tenant_jwt_secret_rotate,
     tenant_private_only_set,
     tenant_resume,
     tenant_suspend,
+    tenant_update,
 )
 
 
@@ -90,7 +93,56 @@ class TenantAdmin(admin.ModelAdmin):
     # So is private_only: changing it closes the sockets (they hold the old value).
     readonly_fields = ["created_at", "is_active", "private_only"]
     inlines = [ApiKeyInline, RowPolicyInline]
-    actions = ["suspend", "resume", "private_channels_only", "public_channels_too"]
+    actions = [
+        "suspend",
+        "resume",
+        "private_channels_only",
+        "public_channels_too",
+        "rotate_jwt_secret",
+    ]
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.inlines if obj is not None else []
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Adding asks for the name and slug only: tenant_create makes the
+        # secret and the keys, shown once.
+        if obj is None:
+            return [(None, {"fields": ["name", "slug"]})]
+        return self.fieldsets
+
+    def save_model(
+        self, request: HttpRequest, obj: Tenant, form: Any, change: bool
+    ) -> None:
+        """Through the services, as the API and the commands: logged."""
+        actor = staff_actor(request)
+        if not change:
+            created = tenant_create(name=obj.name, slug=obj.slug, actor=actor)
+            obj.pk = created.tenant.pk
+            self.message_user(
+                request,
+                "Keys (shown once, copy them now): publishable "
+                f"{created.publishable_key}, secret {created.secret_key}",
+                level=messages.WARNING,
+            )
+            return
+        before = Tenant.objects.get(pk=obj.pk)
+        changes = {name: getattr(obj, name) for name in form.changed_data}
+        tenant_update(tenant=before, changes=changes, actor=actor)
+
+    @admin.action(description="Rotate the JWT secret (closes their sockets)")
+    def rotate_jwt_secret(
+        self, request: HttpRequest, queryset: QuerySet[Tenant]
+    ) -> None:
+        for tenant in queryset:
+            rotated = tenant_jwt_secret_rotate(
+                tenant=tenant, actor=staff_actor(request)
+            )
+            self.message_user(
+                request,
+                f"New JWT secret of {rotated.slug} (shown once): {rotated.jwt_secret}",
+                level=messages.WARNING,
+            )
 
     @admin.action(description="Suspend: close their sockets, refuse new ones")
     def suspend(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
@@ -129,7 +181,6 @@ class TenantAdmin(admin.ModelAdmin):
                     "name",
                     "is_active",
                     "private_only",
-                    "jwt_secret",
                     "created_at",
                 ]
             },

@@ -5,7 +5,7 @@ from django.contrib.auth.models import User
 
 from audit.models import ActivityLog, EventType
 from realtime.auth import principal_from_apikey
-from realtime.models import ApiKey, AuthCallback, ChannelPolicy, RowPolicy
+from realtime.models import ApiKey, AuthCallback, ChannelPolicy, RowPolicy, Tenant
 from subscriptions.models import Subscription
 from tests.wire import Socket
 
@@ -274,3 +274,53 @@ def test_the_admin_refuses_a_callback_timeout_past_its_bound(staff, tenant):
     assert response.status_code == 200  # the form again, with its error
     assert "less than or equal to 10" in response.content.decode()
     assert not AuthCallback.objects.exists()
+
+
+def test_tenants_are_created_changed_and_rotated_through_the_services(staff, tenant):
+    """The admin writes as the API and the commands do: logged, secrets shown once."""
+    added = staff.post(
+        "/admin/realtime/tenant/add/", {"name": "Bravo", "slug": "bravo"}, follow=True
+    )
+    assert added.status_code == 200
+    bravo = Tenant.objects.get(slug="bravo")
+    keys = ApiKey.objects.filter(tenant=bravo)
+    assert sorted(keys.values_list("kind", flat=True)) == ["publishable", "secret"]
+    assert b"shown once" in added.content
+    assert ActivityLog.objects.filter(
+        event_type=EventType.TENANT_CREATED, tenant=bravo, actor="staff:ops"
+    ).exists()
+
+    page = staff.get(f"/admin/realtime/tenant/{bravo.pk}/change/")
+    assert bravo.jwt_secret.encode() not in page.content, "never shown as text"
+    form = page.context["adminform"].form
+    data = {
+        name: form[name].value()
+        for name in form.fields
+        if form[name].value() is not None
+    }
+    data.update(
+        {
+            "max_channels_per_client": 7,
+            "keys-TOTAL_FORMS": 0,
+            "keys-INITIAL_FORMS": 0,
+            "row_policies-TOTAL_FORMS": 0,
+            "row_policies-INITIAL_FORMS": 0,
+        }
+    )
+    changed = staff.post(f"/admin/realtime/tenant/{bravo.pk}/change/", data)
+    assert changed.status_code == 302, changed.content[:2000]
+    bravo.refresh_from_db()
+    assert bravo.max_channels_per_client == 7
+    update = ActivityLog.objects.get(event_type=EventType.TENANT_UPDATED, tenant=bravo)
+    assert update.details["changed"]["max_channels_per_client"][1] == 7
+
+    old_secret = bravo.jwt_secret
+    staff.post(
+        "/admin/realtime/tenant/",
+        {"action": "rotate_jwt_secret", "_selected_action": [bravo.pk]},
+    )
+    bravo.refresh_from_db()
+    assert bravo.jwt_secret != old_secret
+    assert ActivityLog.objects.filter(
+        event_type=EventType.JWT_SECRET_ROTATED, tenant=bravo
+    ).exists()
