@@ -30,23 +30,7 @@ def channel_policy_add(
         read=read,
         write=write,
     )
-    policy.full_clean()
-    with transaction.atomic():
-        policy.save()
-        activity_record(
-            event_type=EventType.POLICY_CHANGED,
-            tenant=tenant,
-            actor=actor,
-            target=pattern,
-            details={
-                "kind": "channel",
-                "role": role,
-                "extension": extension,
-                "read": read,
-                "write": write,
-                "id": policy.pk,
-            },
-        )
+    policy_save(policy=policy, actor=actor)
     return policy
 
 

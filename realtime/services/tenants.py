@@ -17,6 +17,7 @@ from realtime.errors import TenantSuspended
 from realtime.keys import PREFIX_SHOWN, jwt_secret_generate, key_generate, key_hash
 from realtime.layer import disconnect_send
 from realtime.models import ApiKey, RowPolicy, Tenant
+from realtime.services.policies import policy_save
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,14 +223,5 @@ def row_policy_add(
 ) -> RowPolicy:
     """Let `role` see the rows of `table` where every rule holds (row_policy)."""
     policy = RowPolicy(tenant=tenant, table=table, role=role, rules=rules)
-    policy.full_clean()
-    with transaction.atomic():
-        policy.save()
-        activity_record(
-            event_type=EventType.POLICY_CHANGED,
-            tenant=tenant,
-            actor=actor,
-            target=table,
-            details={"kind": "row", "role": role, "rules": rules, "id": policy.pk},
-        )
+    policy_save(policy=policy, actor=actor)
     return policy

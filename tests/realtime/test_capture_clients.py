@@ -9,7 +9,6 @@ database. The SQLite default is covered in tests/test_embedded_capture.py.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,12 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from realtime.auth import token_mint
 from realtime.services.policies import channel_policy_add
 from realtime.services.tenants import TenantCredentials, row_policy_add
-from tests.conftest import current_database_url
+from tests.capture_writes import EVERY_WRITE_PATH, every_write_path, psql
 from tests.realtime_clients import ClientFactory, ClientProcess, client_factory
 from tests.server import ROOT
 from tests.tracked.models import Article
@@ -39,16 +38,6 @@ TIMEOUT = 30.0
 def clients() -> Iterator[ClientFactory]:
     with client_factory() as open_client:
         yield open_client
-
-
-def psql(*statements: str) -> None:
-    binary = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
-    subprocess.run(
-        [binary, current_database_url(), "-v", "ON_ERROR_STOP=1"]
-        + [arg for s in statements for arg in ("-c", s)],
-        check=True,
-        capture_output=True,
-    )
 
 
 def as_seen(event: dict[str, Any]) -> tuple[str, dict, dict]:
@@ -87,28 +76,9 @@ def test_every_write_path_reaches_a_client_once_live_and_in_catch_up(
     with pytest.raises(RuntimeError), transaction.atomic():
         Article.objects.create(tenant=tenant.tenant, site_id=1, title="rolled back")
         raise RuntimeError
-    a = Article.objects.create(tenant=tenant.tenant, site_id=1, title="saved")
-    Article.objects.filter(pk=a.pk).update(title="updated")
-    [b] = Article.objects.bulk_create(
-        [Article(tenant=tenant.tenant, site_id=1, title="bulk")]
-    )
-    b.title = "bulk updated"
-    Article.objects.bulk_update([b], ["title"])
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE tracked_article SET site_id = 2 WHERE id = %s", [a.pk])
-    psql(f"UPDATE tracked_article SET published = true WHERE id = {b.pk}")
-    Article.objects.all().delete()
+    every_write_path(tenant.tenant)
 
-    expected = [
-        ("INSERT", "saved"),
-        ("UPDATE", "updated"),
-        ("INSERT", "bulk"),
-        ("UPDATE", "bulk updated"),
-        ("UPDATE", "updated"),
-        ("UPDATE", "bulk updated"),
-        ("DELETE", "updated"),
-        ("DELETE", "bulk updated"),
-    ]
+    expected = EVERY_WRITE_PATH
     live = changes(client, len(expected))
     assert titles(live) == expected
     assert live[1][2]["title"] == "saved", "update()'s old row"

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import httpx
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from realtime.capture.services import table_untrack
 from realtime.models import HeraldMessage
+from tests.capture_writes import EVERY_WRITE_PATH, every_write_path, psql
 from tests.conftest import current_database_url
 from tests.tracked.models import Article
 
@@ -31,43 +29,14 @@ def data(frames):
     return [f["payload"]["data"] for f in frames]
 
 
-def psql(*statements: str) -> None:
-    binary = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
-    subprocess.run(
-        [binary, current_database_url(), "-v", "ON_ERROR_STOP=1"]
-        + [arg for s in statements for arg in ("-c", s)],
-        check=True,
-        capture_output=True,
-    )
-
-
 def test_every_write_path_reaches_a_socket_once(tenant, sockets, herald_server):
     ws = sockets(tenant.secret_key)
     ws.join("site", bindings=ARTICLES)
-    a = Article.objects.create(tenant=tenant.tenant, site_id=1, title="saved")
-    Article.objects.filter(pk=a.pk).update(title="updated")
-    [b] = Article.objects.bulk_create(
-        [Article(tenant=tenant.tenant, site_id=1, title="bulk")]
-    )
-    b.title = "bulk updated"
-    Article.objects.bulk_update([b], ["title"])
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE tracked_article SET site_id = 2 WHERE id = %s", [a.pk])
-    psql(f"UPDATE tracked_article SET published = true WHERE id = {b.pk}")
-    Article.objects.all().delete()
+    every_write_path(tenant.tenant)
     got = data(ws.changes(8))
     assert [
         (d["type"], (d.get("record") or d["old_record"])["title"]) for d in got
-    ] == [
-        ("INSERT", "saved"),
-        ("UPDATE", "updated"),
-        ("INSERT", "bulk"),
-        ("UPDATE", "bulk updated"),
-        ("UPDATE", "updated"),
-        ("UPDATE", "bulk updated"),
-        ("DELETE", "updated"),
-        ("DELETE", "bulk updated"),
-    ]
+    ] == EVERY_WRITE_PATH
     assert got[1]["old_record"]["title"] == "saved"
     assert got[4]["record"]["site_id"] == 2 and got[4]["old_record"]["site_id"] == 1
     assert got[5]["record"]["published"] is True

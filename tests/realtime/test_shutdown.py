@@ -8,21 +8,9 @@ from websockets.exceptions import ConnectionClosed
 from realtime.presence import LEAVE_BOUND
 from realtime.shutdown import CLOSE_RESTARTING, SHUTDOWN_TIMEOUT
 from subscriptions.models import Subscription
+from tests.realtime.test_presence import PRESENCE, event, track
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-PRESENCE = {"presence": {"enabled": True}}
-
-
-def event(name):
-    return lambda frame: frame["event"] == name
-
-
-def track(ws, topic, meta):
-    body = {"type": "presence", "event": "track", "payload": meta}
-    return ws.reply_to(
-        ws.push(f"realtime:{topic}", "presence", body, join_ref=ws.join_ref)
-    )
 
 
 def test_sigterm_closes_with_1012_leaves_presence_and_closes_rows(
